@@ -1,0 +1,28 @@
+// Argument validation shared by the CPU, CUDA and Meta kernels, so every backend raises the same,
+// explicit errors (argument name, expected and actual shape/dtype/device).
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <string>
+
+namespace kvq {
+
+enum class Neighbourhood { None = 0, Hard = 1, Gaussian = 2, Exponential = 3 };
+
+Neighbourhood parse_neighbourhood(const std::string& name);
+
+// (N, D) x and (K, D) codebook, floating point, same device; returns D.
+void check_assign_args(const at::Tensor& x, const at::Tensor& codebook);
+void check_cluster_stats_args(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes);
+// Hyper-parameters and tensor shapes of som_update_; returns the parsed neighbourhood.
+Neighbourhood check_som_update_args(const at::Tensor& codebook, const at::Tensor& ema_sums,
+                                    const at::Tensor& ema_counts, const at::Tensor& step,
+                                    const at::Tensor& skipped, const at::Tensor& sums,
+                                    const at::Tensor& counts, c10::IntArrayRef grid,
+                                    const std::string& neighbourhood, double shrink, double sigma,
+                                    double base, double decay, double eps);
+
+// Range check of indices against num_codes on any device (reads the values: a host sync on GPU).
+void check_indices_in_range(const at::Tensor& indices, int64_t num_codes);
+
+}  // namespace kvq

@@ -1,0 +1,27 @@
+// Interface of the CPU assignment micro-kernels. assign_isa.cpp is compiled once per instruction set
+// (generic, avx2, avx512); cpu_isa.cpp picks the best one the running CPU supports.
+#pragma once
+#include <cstdint>
+
+namespace kvq::cpu {
+
+struct AssignKernels {
+  const char* isa;       // "generic", "avx2" or "avx512"
+  int64_t panel_width;   // codes per packed panel
+  int64_t row_block;     // rows per micro-tile; row chunks are padded to a multiple of this
+  // Packs w (K x D, row-major) into ceil(K / panel_width) panels of D x panel_width floats, and writes
+  // ||w_k||^2 per slot; padding slots get +inf norms so they never win.
+  void (*pack)(const float* w, int64_t K, int64_t D, float* panels, float* norms);
+  // For `rows` (a multiple of row_block) contiguous rows of x (stride D), the index of the code
+  // minimising ||w||^2 - 2 x.w, ties to the lowest index; rows with NaN get index 0.
+  void (*argmin_rows)(const float* x, int64_t rows, int64_t D, const float* panels, const float* norms,
+                      int64_t num_panels, int64_t* out_index);
+};
+
+extern const AssignKernels assign_kernels_generic;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const AssignKernels assign_kernels_avx2;
+extern const AssignKernels assign_kernels_avx512;
+#endif
+
+}  // namespace kvq::cpu

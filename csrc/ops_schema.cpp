@@ -1,0 +1,24 @@
+// The op schemas of the kohonen_vq namespace, all in one place. Kernels register per backend in
+// cpu/, cuda/ and meta/; Python wrappers live in kohonen_vq/ops.py.
+#include <torch/library.h>
+
+#include "build_info.h"
+
+TORCH_LIBRARY(kohonen_vq, m) {
+  // Nearest code by squared Euclidean distance (ties -> lowest index), fp32 arithmetic.
+  m.def("assign(Tensor x, Tensor codebook) -> (Tensor indices, Tensor sqdist)");
+  // Per-code sum of member vectors and member count.
+  m.def("cluster_stats(Tensor x, Tensor indices, int num_codes) -> (Tensor sums, Tensor counts)");
+  // Fused in-place KSOM / EMA-VQ update of codebook, EMA sums, EMA counts; advances `step` when applied,
+  // counts the batch in `skipped` (and changes nothing else) when sums or counts are not finite.
+  m.def(
+      "som_update_(Tensor(a!) codebook, Tensor(b!) ema_sums, Tensor(c!) ema_counts, Tensor(d!) step, "
+      "Tensor(e!) skipped, Tensor sums, Tensor counts, int[] grid, str neighbourhood, float shrink, "
+      "float sigma, float base, float decay, float eps, bool update_empty) -> ()");
+
+  // Library facts as JSON (torch version built against, CUDA archs, CPU instruction sets).
+  m.def("build_info() -> str", &kvq::build_info_json);
+  // Selects the CPU instruction set of the assignment kernel ("auto", "generic", "avx2", "avx512");
+  // returns the previous one. For benchmarks and tests of each code path.
+  m.def("set_cpu_isa(str name) -> str", &kvq::set_cpu_isa_op);
+}
