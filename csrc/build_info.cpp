@@ -39,7 +39,8 @@ std::string build_info_json() {
     << "\"cuda\": false, \"cuda_version\": null, \"cuda_archs\": [], "
 #endif
     << "\"cpu_isas_compiled\": " << json_list(KVQ_CPU_ISAS) << ", \"cpu_isas_supported\": " << json_list(supported)
-    << ", \"cpu_isa\": \"" << cpu::active_assign_kernels().isa << "\"}";
+    << ", \"cpu_isa\": \"" << cpu::active_assign_kernels().isa << "\", \"cpu_parallel\": \"" << KVQ_PARALLEL
+    << "\"}";
   return o.str();
 }
 

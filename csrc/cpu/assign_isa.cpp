@@ -18,7 +18,7 @@ namespace kvq::cpu {
 namespace {
 
 #if defined(KVQ_ISA_AVX512)
-constexpr int kLanes = 16, kRows = 8, kVecs = 3;  // 24 accumulators of 32 zmm registers
+constexpr int kLanes = 16, kRows = 12, kVecs = 2;  // 24 accumulators of 32 zmm registers
 using VF = __m512;
 using VI = __m512i;
 inline VF vload(const float* p) { return _mm512_loadu_ps(p); }

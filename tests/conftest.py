@@ -1,0 +1,42 @@
+"""Shared fixtures: the ``device`` parameter and the ``cuda`` marker policy.
+
+Tests marked ``cuda`` are skipped when no CUDA device or no CUDA kernels are available, unless
+KOHONEN_VQ_REQUIRE_CUDA=1, in which case they fail: a CI job meant to exercise CUDA must not pass by
+skipping everything.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import kohonen_vq
+
+REQUIRE_CUDA = os.environ.get("KOHONEN_VQ_REQUIRE_CUDA") == "1"
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA tests cannot run here, or None if they can."""
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    if not kohonen_vq.build_info()["cuda"]:
+        return "kohonen_vq was built without CUDA kernels"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("cuda") is None:
+        return
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return
+    if REQUIRE_CUDA:
+        pytest.fail(f"KOHONEN_VQ_REQUIRE_CUDA=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Every op test runs once per device."""
+    return torch.device(request.param)
