@@ -49,6 +49,8 @@ std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Ten
     at::parallel_for(0, num_chunks, 1, [&](int64_t c0, int64_t c1) {
       std::vector<float> xb(static_cast<size_t>(chunk * D));
       std::vector<int64_t> best(static_cast<size_t>(chunk));
+      std::vector<float> scratch_val(static_cast<size_t>(chunk * kern.lanes));
+      std::vector<int32_t> scratch_idx(static_cast<size_t>(chunk * kern.lanes));
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * chunk, rows = std::min(chunk, N - r0);
         const int64_t padded = (rows + kern.row_block - 1) / kern.row_block * kern.row_block;
@@ -57,7 +59,8 @@ std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Ten
             xb[r * D + d] = r < rows ? static_cast<float>(px[(r0 + r) * s0 + d * s1]) : 0.f;
           }
         }
-        kern.argmin_rows(xb.data(), padded, D, panels.data(), norms.data(), num_panels, best.data());
+        kern.argmin_rows(xb.data(), padded, D, panels.data(), norms.data(), num_panels, scratch_val.data(),
+                         scratch_idx.data(), best.data());
         // The argmin uses ||w||^2 - 2 x.w; the reported distance is recomputed exactly for the winner.
         for (int64_t r = 0; r < rows; ++r) {
           const float* xr = xb.data() + r * D;

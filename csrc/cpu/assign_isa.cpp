@@ -4,11 +4,7 @@
 // per-lane running minimum.
 #include "cpu/assign_isa.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <vector>
+#include <cstdint>
 
 #if defined(KVQ_ISA_AVX2) || defined(KVQ_ISA_AVX512)
 #include <immintrin.h>
@@ -62,13 +58,13 @@ inline void vkeep_min(VF cand, VI cand_idx, VF& best, VI& best_idx) {
 constexpr int kLanes = 4, kRows = 4, kVecs = 2;
 struct VF { float v[kLanes]; };
 struct VI { int32_t v[kLanes]; };
-inline VF vload(const float* p) { VF r; std::memcpy(r.v, p, sizeof r.v); return r; }
+inline VF vload(const float* p) { VF r; __builtin_memcpy(r.v, p, sizeof r.v); return r; }
 inline VF vset1(float x) { VF r; for (int l = 0; l < kLanes; ++l) r.v[l] = x; return r; }
 inline VF vzero() { return vset1(0.f); }
-inline VF vfmadd(VF a, VF b, VF c) { VF r; for (int l = 0; l < kLanes; ++l) r.v[l] = std::fma(a.v[l], b.v[l], c.v[l]); return r; }
-inline void vstore(float* p, VF v) { std::memcpy(p, v.v, sizeof v.v); }
-inline VI iload(const int32_t* p) { VI r; std::memcpy(r.v, p, sizeof r.v); return r; }
-inline void istore(int32_t* p, VI v) { std::memcpy(p, v.v, sizeof v.v); }
+inline VF vfmadd(VF a, VF b, VF c) { VF r; for (int l = 0; l < kLanes; ++l) r.v[l] = __builtin_fmaf(a.v[l], b.v[l], c.v[l]); return r; }
+inline void vstore(float* p, VF v) { __builtin_memcpy(p, v.v, sizeof v.v); }
+inline VI iload(const int32_t* p) { VI r; __builtin_memcpy(r.v, p, sizeof r.v); return r; }
+inline void istore(int32_t* p, VI v) { __builtin_memcpy(p, v.v, sizeof v.v); }
 inline VI iset1(int32_t x) { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = x; return r; }
 inline VI iadd(VI a, VI b) { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = a.v[l] + b.v[l]; return r; }
 inline VI iota() { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = l; return r; }
@@ -82,6 +78,8 @@ inline void vkeep_min(VF cand, VI cand_idx, VF& best, VI& best_idx) {
 constexpr int64_t kPanel = int64_t{kLanes} * kVecs;
 // Panels per cache block: keep the block of packed codes within about 256 KiB of L2.
 constexpr int64_t kBlockBytes = 256 * 1024;
+constexpr float kInf = __builtin_inff();
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 void pack(const float* w, int64_t K, int64_t D, float* panels, float* norms) {
   const int64_t num_panels = (K + kPanel - 1) / kPanel;
@@ -93,9 +91,9 @@ void pack(const float* w, int64_t K, int64_t D, float* panels, float* norms) {
       for (int64_t d = 0; d < D; ++d) {
         const float v = k < K ? w[k * D + d] : 0.f;
         dst[d * kPanel + j] = v;
-        norm = std::fma(v, v, norm);
+        norm = __builtin_fmaf(v, v, norm);
       }
-      norms[p * kPanel + j] = k < K ? norm : std::numeric_limits<float>::infinity();
+      norms[p * kPanel + j] = k < K ? norm : kInf;
     }
   }
 }
@@ -131,22 +129,25 @@ inline void tile(const float* x, int64_t D, const float* panel, const float* nor
 }
 
 void argmin_rows(const float* x, int64_t rows, int64_t D, const float* panels, const float* norms,
-                 int64_t num_panels, int64_t* out_index) {
-  std::vector<float> best_val(static_cast<size_t>(rows * kLanes), std::numeric_limits<float>::infinity());
-  std::vector<int32_t> best_idx(static_cast<size_t>(rows * kLanes), 0);
-  const int64_t block = std::max<int64_t>(1, kBlockBytes / (D * kPanel * int64_t{sizeof(float)}));
+                 int64_t num_panels, float* best_val, int32_t* best_idx, int64_t* out_index) {
+  for (int64_t i = 0; i < rows * kLanes; ++i) {
+    best_val[i] = kInf;
+    best_idx[i] = 0;
+  }
+  const int64_t per_block = kBlockBytes / (D * kPanel * int64_t{sizeof(float)});
+  const int64_t block = per_block > 0 ? per_block : 1;
   for (int64_t p0 = 0; p0 < num_panels; p0 += block) {
-    const int64_t p1 = std::min(num_panels, p0 + block);
+    const int64_t p1 = min64(num_panels, p0 + block);
     for (int64_t r = 0; r < rows; r += kRows) {
       for (int64_t p = p0; p < p1; ++p) {
         tile(x + r * D, D, panels + p * D * kPanel, norms + p * kPanel, static_cast<int32_t>(p * kPanel),
-             best_val.data() + r * kLanes, best_idx.data() + r * kLanes);
+             best_val + r * kLanes, best_idx + r * kLanes);
       }
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const float* bv = best_val.data() + r * kLanes;
-    const int32_t* bi = best_idx.data() + r * kLanes;
+    const float* bv = best_val + r * kLanes;
+    const int32_t* bi = best_idx + r * kLanes;
     float v = bv[0];
     int32_t i = bi[0];
     for (int l = 1; l < kLanes; ++l) {
@@ -163,6 +164,7 @@ void argmin_rows(const float* x, int64_t rows, int64_t D, const float* panels, c
 #define KVQ_STR2(a) #a
 #define KVQ_STR(a) KVQ_STR2(a)
 
-const AssignKernels KVQ_CAT(assign_kernels_, KVQ_ISA) = {KVQ_STR(KVQ_ISA), kPanel, kRows, &pack, &argmin_rows};
+const AssignKernels KVQ_CAT(assign_kernels_, KVQ_ISA) = {KVQ_STR(KVQ_ISA), kPanel, kRows, kLanes, &pack,
+                                                         &argmin_rows};
 
 }  // namespace kvq::cpu

@@ -7,10 +7,14 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <array>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -148,9 +152,9 @@ void test_build_info() {
 
 // Random inputs: the chosen code is a nearest one up to fp32 rounding, and nearly always argmin's.
 void test_assign_random(at::Device dev, at::ScalarType dtype) {
-  const at::TensorOptions o = at::TensorOptions().dtype(dtype).device(dev);
+  const at::TensorOptions o = at::TensorOptions().device(dev);
   for (const auto& [N, K, D] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {517, 300, 32}, {1000, 37, 7}}) {
-    const at::Tensor x = at::randn({N, D}, o), w = at::randn({K, D}, o);
+    const at::Tensor x = at::randn({N, D}, o).to(dtype), w = at::randn({K, D}, o).to(dtype);
     const auto [idx, dist] = kohonen_vq::assign(x, w);
     EXPECT(idx.scalar_type() == at::kLong && dist.scalar_type() == at::kFloat);
     EXPECT(idx.device() == dev && dist.device() == dev);
@@ -312,13 +316,14 @@ void test_assign_cpu_isas() {
   kohonen_vq::set_cpu_isa("auto");
 }
 
+// Library first: without CUDA kernels torch_cuda is not loaded, so no GPU would be visible anyway.
 bool cuda_testable() {
-  if (!torch::cuda::is_available()) {
-    std::cout << "CUDA: no GPU visible, CUDA checks skipped" << std::endl;
-    return false;
-  }
   if (!contains(kohonen_vq::build_info(), "\"cuda\": true")) {
     std::cout << "CUDA: library built without CUDA kernels (KVQ_CUDA=OFF?), CUDA checks skipped" << std::endl;
+    return false;
+  }
+  if (!torch::cuda::is_available()) {
+    std::cout << "CUDA: no GPU visible, CUDA checks skipped" << std::endl;
     return false;
   }
   return true;

@@ -1,0 +1,197 @@
+"""Shared helpers of the kohonen_vq benchmarks: timing, peak memory, hardware reference rates, machine info.
+
+Every benchmark reports its figures next to reference rates measured in the same process on the same
+machine, so ratios stay meaningful when the machine (or its load) changes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+Fn = Callable[[], Any]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _sample_s(fn: Fn, calls: int, device: torch.device) -> float:
+    """Seconds per call, averaged over `calls` back-to-back calls."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / calls
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def time_call(fn: Fn, device: torch.device, repeats: int, warmup: int = 2, min_sample_s: float = 2e-3,
+              max_total_s: float = 4.0) -> dict[str, Any]:
+    """Median and min seconds per call of `fn` after `warmup` calls.
+
+    Short calls are batched so one sample lasts at least `min_sample_s` (timer and launch granularity).
+    Sampling stops early, after at least 3 samples, once it has taken `max_total_s`, so slow baselines
+    do not dominate the run; `samples` records how many were taken.
+    """
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    calls = max(1, math.ceil(min_sample_s / max(_sample_s(fn, 1, device), 1e-9)))
+    samples: list[float] = []
+    t0 = time.perf_counter()
+    while len(samples) < repeats:
+        samples.append(_sample_s(fn, calls, device))
+        if len(samples) >= 3 and time.perf_counter() - t0 > max_total_s:
+            break
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "samples": len(samples),
+            "calls_per_sample": calls}
+
+
+def cuda_peak_extra_bytes(fn: Fn, device: torch.device) -> int:
+    """Peak bytes allocated by one call of `fn` beyond what was allocated before it (outputs included)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def maxrss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_peak_extra_bytes(fn: Fn) -> dict[str, int]:
+    """Growth of the peak RSS during one call of `fn`; meant for a fresh process whose inputs exist.
+
+    ru_maxrss never decreases, so this is only honest when nothing before it (imports, input
+    construction) peaked above the RSS held at the baseline, hence one case per fresh process.
+    """
+    base = maxrss_bytes()
+    fn()
+    return {"peak_extra_bytes": max(0, maxrss_bytes() - base), "baseline_maxrss_bytes": base}
+
+
+def run_json_children(argvs: Sequence[Sequence[str]], parallel: int, timeout_s: float = 600.0) -> list[dict]:
+    """Runs each command in a fresh process (`parallel` at a time); each prints one JSON object last."""
+    results: list[dict] = [{} for _ in argvs]
+    pending = list(enumerate(argvs))
+    running: list[tuple[int, subprocess.Popen, float]] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            i, argv = pending.pop(0)
+            proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            running.append((i, proc, time.monotonic()))
+        i, proc, started = running.pop(0)
+        try:
+            out, err = proc.communicate(timeout=max(1.0, timeout_s - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            results[i] = {"error": f"timed out after {timeout_s:.0f} s"}
+            continue
+        lines = out.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            results[i] = {"error": f"exit {proc.returncode}: {err.strip()[-500:]}"}
+        else:
+            results[i] = json.loads(lines[-1])
+    return results
+
+
+@contextlib.contextmanager
+def fp32_matmul_precision(tf32: bool) -> Iterator[None]:
+    """Allows (or forbids) TF32 tensor cores for fp32 CUDA matmuls inside the block."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; mixing it with allow_tf32 is an error
+        old = matmul.fp32_precision
+        matmul.fp32_precision = "tf32" if tf32 else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = old
+    else:
+        old_flag = matmul.allow_tf32
+        matmul.allow_tf32 = tf32
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = old_flag
+
+
+def gemm_rate(device: torch.device, n: int, dtype: torch.dtype, repeats: int) -> dict[str, Any]:
+    """torch.mm GFLOP/s (2 n^3 flops) on square n x n operands."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
+    t = time_call(lambda: torch.mm(a, b), device, repeats)
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "time": t,
+            "gflops": 2 * n**3 / t["median_s"] / 1e9}
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, repeats: int) -> dict[str, Any]:
+    """GB/s of dst.copy_(src) on fp32 tensors, counting bytes read plus bytes written."""
+    src = torch.ones(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    t = time_call(lambda: dst.copy_(src), device, repeats)
+    return {"bytes": src.numel() * 4, "time": t, "gbps": 2 * src.numel() * 4 / t["median_s"] / 1e9,
+            "counts": "bytes read + bytes written"}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark; deliberately without the host name."""
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cores_available": available_cores(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}", "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory,
+                    gpu_capability=f"{props.major}.{props.minor}", cuda_runtime=torch.version.cuda)
+    return info
+
+
+def slug(text: str) -> str:
+    """Lower-case file-name-safe form of `text`, e.g. 'AMD EPYC' -> 'amd-epyc'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_tag(device_kind: str) -> str:
+    """Short host-name-free tag of the machine: the GPU name for CUDA runs, else CPU model and core count."""
+    if device_kind == "cuda":
+        return slug(torch.cuda.get_device_name(0).removeprefix("NVIDIA "))
+    return f"{slug(cpu_model())}-{available_cores()}c"

@@ -1,0 +1,70 @@
+// CUDA kernel of kohonen_vq::cluster_stats: one thread per element of x adds it to its code's row with
+// a float64 atomicAdd (counts with a 64-bit integer atomicAdd), then the totals are rounded to float32.
+// The order of the atomic additions varies from run to run, so GPU sums are not bit-reproducible (the
+// CPU path's are); accumulating in float64 keeps them within float32 rounding of the CPU result.
+// Counts are exact.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cuda/cuda_utils.cuh"
+
+namespace kvq::cuda {
+namespace {
+
+template <typename scalar_t, typename index_t>
+__global__ void accumulate_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
+                                  const index_t* __restrict__ indices, int64_t si, double* __restrict__ sums,
+                                  unsigned long long* __restrict__ counts) {
+  for (int64_t e = thread_index(); e < N * D; e += thread_count()) {
+    const int64_t row = e / D, d = e % D;
+    const int64_t k = static_cast<int64_t>(indices[row * si]);
+    atomicAdd(sums + k * D + d, static_cast<double>(static_cast<float>(x[row * sx0 + d * sx1])));
+    if (d == 0) atomicAdd(counts + k, 1ull);
+  }
+}
+
+__global__ void round_kernel(const double* __restrict__ sums64, const unsigned long long* __restrict__ counts64,
+                             int64_t K, int64_t D, float* __restrict__ sums, float* __restrict__ counts) {
+  for (int64_t e = thread_index(); e < K * D; e += thread_count()) {
+    sums[e] = static_cast<float>(sums64[e]);
+    if (e < K) counts[e] = static_cast<float>(counts64[e]);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const at::Tensor& indices,
+                                                      int64_t num_codes) {
+  check_cluster_stats_args(x, indices, num_codes);
+  const int64_t N = x.size(0), D = x.size(1), K = num_codes;
+  const c10::cuda::CUDAGuard guard(x.device());
+  if (N == 0) return {at::zeros({K, D}, x.options().dtype(at::kFloat)), at::zeros({K}, x.options().dtype(at::kFloat))};
+  check_indices_in_range(indices, K);
+
+  const at::Tensor sums64 = at::zeros({K, D}, x.options().dtype(at::kDouble));
+  const at::Tensor counts64 = at::zeros({K}, x.options().dtype(at::kLong));
+  auto* pcounts64 = reinterpret_cast<unsigned long long*>(counts64.data_ptr<int64_t>());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "kohonen_vq_cluster_stats_cuda", [&] {
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "kohonen_vq_cluster_stats_cuda_index", [&] {
+      accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * D), kBlock, 0, stream>>>(
+          px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0),
+          sums64.data_ptr<double>(), pcounts64);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  at::Tensor sums = at::empty({K, D}, x.options().dtype(at::kFloat));
+  at::Tensor counts = at::empty({K}, x.options().dtype(at::kFloat));
+  round_kernel<<<grid_stride_blocks(K * D), kBlock, 0, stream>>>(sums64.const_data_ptr<double>(), pcounts64, K, D,
+                                                                 sums.data_ptr<float>(), counts.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {sums, counts};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kohonen_vq, CUDA, m) { m.impl("cluster_stats", &cluster_stats_cuda); }
+
+}  // namespace kvq::cuda

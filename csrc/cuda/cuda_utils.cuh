@@ -1,0 +1,28 @@
+// Helpers shared by the CUDA kernels: launch sizes for grid-stride loops and the input dtype dispatch.
+#pragma once
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace kvq::cuda {
+
+constexpr int kBlock = 256;  // threads per block of the element-wise kernels
+
+// Blocks for a grid-stride loop over n items: enough to fill every SM, at least one.
+inline int grid_stride_blocks(int64_t n) {
+  const int64_t fill = int64_t{8} * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return static_cast<int>(std::clamp<int64_t>((n + kBlock - 1) / kBlock, 1, fill));
+}
+
+__device__ __forceinline__ int64_t thread_index() { return blockIdx.x * int64_t{blockDim.x} + threadIdx.x; }
+__device__ __forceinline__ int64_t thread_count() { return int64_t{gridDim.x} * blockDim.x; }
+
+}  // namespace kvq::cuda
+
+// The input dtypes checks.cpp accepts (float32, float16, bfloat16); arithmetic is fp32 for all of them.
+#define KVQ_DISPATCH_FLOAT_INPUTS(TYPE, NAME, ...)                  \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
+                                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
