@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import re
@@ -54,8 +55,9 @@ def time_call(fn: Fn, device: torch.device, repeats: int, warmup: int = 2, min_s
     for _ in range(warmup):
         fn()
     _sync(device)
-    calls = max(1, math.ceil(min_sample_s / max(_sample_s(fn, 1, device), 1e-9)))
-    samples: list[float] = []
+    first = _sample_s(fn, 1, device)
+    calls = max(1, math.ceil(min_sample_s / max(first, 1e-9)))
+    samples = [first] if calls == 1 else []  # a slow call's calibration run is a valid sample
     t0 = time.perf_counter()
     while len(samples) < repeats:
         samples.append(_sample_s(fn, calls, device))
@@ -75,20 +77,56 @@ def cuda_peak_extra_bytes(fn: Fn, device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - base
 
 
-def maxrss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process's address space (VmHWM).
+
+    Preferred to ru_maxrss, which a child process inherits from its parent at exec and so starts at the
+    parent's RSS; falls back to it where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def rss_peak_extra_bytes(fn: Fn) -> dict[str, int]:
+def reset_peak_rss() -> bool:
+    """Lowers VmHWM to the current RSS (Linux >= 4.0), so earlier transients do not hide a later peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak_extra_bytes(fn: Fn) -> dict[str, Any]:
     """Growth of the peak RSS during one call of `fn`; meant for a fresh process whose inputs exist.
 
-    ru_maxrss never decreases, so this is only honest when nothing before it (imports, input
-    construction) peaked above the RSS held at the baseline, hence one case per fresh process.
+    A fresh process per case keeps the allocator state of other cases out of the figure. Without the
+    reset, the baseline is the peak so far (imports, input construction), which can hide a smaller peak.
     """
-    base = maxrss_bytes()
+    was_reset = reset_peak_rss()
+    base = peak_rss_bytes()
     fn()
-    return {"peak_extra_bytes": max(0, maxrss_bytes() - base), "baseline_maxrss_bytes": base}
+    return {"peak_extra_bytes": max(0, peak_rss_bytes() - base), "baseline_rss_bytes": base,
+            "peak_reset": was_reset}
+
+
+def fresh_process_map(fn: Callable[[Any], Any], items: Sequence[Any], parallel: int,
+                      preload: Sequence[str] = ("torch",), timeout_s: float = 1800.0) -> list[Any]:
+    """fn(item) for each item, each in its own process, `parallel` at a time.
+
+    The processes fork from a server that has only imported `preload`, so a case pays no import time and
+    inherits no allocator state or peak from another case. `fn` must be a module-level function.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    with ctx.Pool(parallel, maxtasksperchild=1) as pool:
+        return pool.map_async(fn, items, chunksize=1).get(timeout_s)
 
 
 def run_json_children(argvs: Sequence[Sequence[str]], parallel: int, timeout_s: float = 600.0) -> list[dict]:
@@ -177,6 +215,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cores_available": available_cores(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}", "cuda_available": torch.cuda.is_available(),
+        "load_average_1m": os.getloadavg()[0],  # other work on the machine skews every figure
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

@@ -45,19 +45,28 @@ class Sizes:
     grids: tuple[tuple[int, ...], ...]
     gemm_n: dict[str, int]  # per device type
     copy_bytes: dict[str, int]
+    isa_n: int  # N of the per-ISA assign timings: the scalar fallback is slow
     min_target_n: int  # smaller assign cases are latency figures, not judged against the targets
+    warmup: int
     max_case_s: float  # sampling time cap per measured way
 
 
 FULL = Sizes(assign=((65536, 512), (65536, 4096)), assign_cuda_extra=((262144, 512), (4096, 512)),
-             stats=(65536, 512), grids=((32, 16), (64, 64), (256, 256)), gemm_n={"cpu": 2048, "cuda": 8192},
-             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, min_target_n=65536, max_case_s=4.0)
+             stats=(65536, 512), grids=((32, 16), (64, 64), (128, 128), (256, 256)), gemm_n={"cpu": 2048, "cuda": 8192},
+             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=8192, min_target_n=65536, warmup=2, max_case_s=4.0)
 QUICK = Sizes(assign=((4096, 64), (4096, 512)), assign_cuda_extra=((16384, 512),), stats=(4096, 64),
               grids=((8, 8), (256, 256)), gemm_n={"cpu": 512, "cuda": 2048},
-              copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, min_target_n=4096, max_case_s=0.3)
+              copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, isa_n=1024, min_target_n=4096, warmup=1,
+              max_case_s=0.1)
 
 Fn = Callable[[], Any]
 Spec = dict[str, Any]
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so stdout stays one JSON document."""
+    print(f"[{time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 # ---- inputs and the ways of doing each op; a spec is JSON so a fresh process can rebuild the case ----
@@ -157,7 +166,7 @@ def _dense_som(st: dict[str, torch.Tensor], grid: list[int], nb: str, device: to
         neighbourhood = hard
     elif nb == "gaussian":
         d2 = torch.cdist(g, g, compute_mode=exact).pow_(2)
-        neighbourhood = lambda: torch.exp(d2 * (-(1 + t * shrink) / SOM_ARGS["sigma"] ** 2))  # noqa: E731
+        neighbourhood = lambda: (d2 * (-(1 + t * shrink) / SOM_ARGS["sigma"] ** 2)).exp_()  # noqa: E731
     cb, m, n, sums, counts = st["codebook"], st["ema_sums"], st["ema_counts"], st["sums"], st["counts"]
 
     def update() -> torch.Tensor:
@@ -207,10 +216,13 @@ class Bench:
     threads: int
     cpu_memory: list[tuple[dict[str, Any], Spec]]  # results still waiting for their fresh-process memory figure
 
+    def time(self, fn: Fn) -> dict[str, Any]:
+        return tm.time_call(fn, self.device, self.repeats, self.sizes.warmup, max_total_s=self.sizes.max_case_s)
+
     def way(self, spec: Spec) -> dict[str, Any]:
         """Times one way; its peak extra memory is measured now (CUDA) or later in a fresh process (CPU)."""
         fn = BUILDERS[spec["op"]](spec, self.device)
-        res: dict[str, Any] = {"time": tm.time_call(fn, self.device, self.repeats, max_total_s=self.sizes.max_case_s)}
+        res: dict[str, Any] = {"time": self.time(fn)}
         if self.device.type == "cuda":
             res["peak_extra_bytes"] = tm.cuda_peak_extra_bytes(fn, self.device)
         else:
@@ -241,19 +253,21 @@ def bench_reference(b: Bench) -> dict[str, Any]:
 def _same_shape_mm_gflops(b: Bench, n: int, k: int) -> float:
     """torch.mm rate at the assign shape (N x D by D x K): thin GEMMs run below the square-GEMM rate."""
     x, w = _randn(n, D, seed=1, device=b.device), _randn(k, D, seed=2, device=b.device)
-    t = tm.time_call(lambda: torch.mm(x, w.T), b.device, b.repeats, max_total_s=b.sizes.max_case_s)
+    t = b.time(lambda: torch.mm(x, w.T))
     return 2 * n * k * D / t["median_s"] / 1e9
 
 
 def _isa_rates(b: Bench, n: int, k: int, mm_gflops: float) -> dict[str, Any]:
+    """Native assign rate per CPU kernel, at N = min(n, isa_n): the rate hardly depends on N."""
+    n = min(n, b.sizes.isa_n)
     fn = build_assign({"n": n, "k": k, "way": "native"}, b.device)
     out = {}
     try:
         for isa in kohonen_vq.build_info()["cpu_isas_supported"]:
             ops.set_cpu_isa(isa)
-            t = tm.time_call(fn, b.device, b.repeats, max_total_s=b.sizes.max_case_s)
+            t = b.time(fn)
             gflops = 2 * n * k * D / t["median_s"] / 1e9
-            out[isa] = {"time": t, "gflops": gflops, "ratio_to_mm": gflops / mm_gflops}
+            out[isa] = {"n": n, "time": t, "gflops": gflops, "ratio_to_mm": gflops / mm_gflops}
     finally:
         ops.set_cpu_isa("auto")
     return out
@@ -300,7 +314,7 @@ def bench_som(b: Bench, budget: int) -> list[dict[str, Any]]:
     rows = []
     for grid in b.sizes.grids:
         for nb in NEIGHBOURHOODS:
-            spec = {"op": "som_update", "grid": list(grid), "neighbourhood": nb, "d": D, **SOM_ARGS}
+            spec = {"op": "som_update", "grid": list(grid), "neighbourhood": nb}
             row: dict[str, Any] = {"grid": list(grid), "k": num_codes(grid), "d": D, "neighbourhood": nb,
                                    "native": b.way({**spec, "way": "native"})}
             need = dense_bytes(grid) if nb != "none" else 0
@@ -333,12 +347,24 @@ def _estimate_skipped(rows: list[dict[str, Any]]) -> None:
         row["speedup_vs_dense_estimate"] = est / median(row["native"])
 
 
+def memory_case(job: tuple[Spec, int]) -> dict[str, Any]:
+    """Runs in a fresh process: peak extra RSS of one call of one CPU way, its inputs already built."""
+    spec, threads = job
+    torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
+    try:
+        BUILDERS[spec["op"]]({**spec, **SMALL[spec["op"]]}, cpu)()
+        fn = BUILDERS[spec["op"]](spec, cpu)
+        gc.collect()
+        return tm.rss_peak_extra_bytes(fn)
+    except Exception as err:  # reported in the JSON next to the way instead of losing the whole run
+        return {"error": repr(err)}
+
+
 def fill_cpu_memory(b: Bench, parallel: int) -> None:
-    """Peak extra RSS of each CPU way, each in a fresh process (ru_maxrss only grows)."""
-    script = str(Path(__file__).resolve())
-    argvs = [[sys.executable, script, "--memory-case", json.dumps(spec), "--threads", str(b.threads)]
-             for _, spec in b.cpu_memory]
-    for (res, _), out in zip(b.cpu_memory, tm.run_json_children(argvs, parallel)):
+    """Peak extra RSS of each CPU way, each in a fresh process (the peak RSS of a process only grows)."""
+    jobs = [(spec, b.threads) for _, spec in b.cpu_memory]
+    for (res, _), out in zip(b.cpu_memory, tm.fresh_process_map(memory_case, jobs, parallel, ("torch", "kohonen_vq"))):
         res["peak_extra_bytes"] = out.get("peak_extra_bytes")
         if "error" in out:
             res["memory_error"] = out["error"]
@@ -347,13 +373,19 @@ def fill_cpu_memory(b: Bench, parallel: int) -> None:
 
 def bench_device(device: torch.device, sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
     b = Bench(device, sizes, args.repeats, args.threads, [])
+    log(f"{device.type}: reference rates")
     ref = bench_reference(b)
-    mm = ref["gemm_fp32"]["gflops"]
-    out = {"reference": ref, "assign": bench_assign(b, mm), "cluster_stats": bench_cluster_stats(b, ref["copy"]["gbps"]),
-           "som_update": bench_som(b, int(args.dense_budget_gib * GIB))}
+    log(f"{device.type}: assign")
+    out = {"reference": ref, "assign": bench_assign(b, ref["gemm_fp32"]["gflops"])}
+    log(f"{device.type}: cluster_stats")
+    out["cluster_stats"] = bench_cluster_stats(b, ref["copy"]["gbps"])
+    log(f"{device.type}: som_update_")
+    out["som_update"] = bench_som(b, int(args.dense_budget_gib * GIB))
     if device.type == "cpu":
+        log(f"cpu: peak memory of {len(b.cpu_memory)} ways, one fresh process each")
         fill_cpu_memory(b, parallel=min(4, tm.available_cores()))
-        out["memory_method"] = "fresh process per way: ru_maxrss after one call minus ru_maxrss after building inputs"
+        out["memory_method"] = ("fresh process per way: peak RSS (VmHWM, reset to the current "
+                               "RSS after building the inputs) after one call minus before it")
     else:
         out["memory_method"] = "torch.cuda.max_memory_allocated during one call minus memory_allocated before it"
         out["fp32_matmul"] = "ieee (TF32 off) for the reference and the torch ways"
@@ -395,7 +427,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# kohonen_vq op benchmark{' (QUICK: smoke-test sizes, figures not meaningful)' if doc['quick'] else ''}",
              "", f"{m['cpu_model']} ({m['cores_available']} cores, {m['torch_threads']} torch threads){gpu}; "
              f"torch {m['torch']}; kohonen_vq {doc['build_info']['version']} (CPU ISA "
-             f"{doc['build_info']['cpu_isa']}); {doc['created_utc']}; run took {doc['elapsed_s']:.0f} s.",
+             f"{doc['build_info']['cpu_isa']}); {doc['created_utc']}; run took {doc['elapsed_s']:.0f} s; 1-min load "
+             f"average at start {m['load_average_1m']:.2f} (anything above ~0.1 means other work skewed the figures).",
              "Times are medians (ms); speed-ups are median / median of the same run.", "",
              "## Targets", "", "| device | target | case | value | threshold | result |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['device']} | {t['target']} | {t['case']} | {t['value']:.2f} | ≥ {t['threshold']} | "
@@ -423,7 +456,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if isa_rows:
         lines += ["", "### assign per CPU kernel (set_cpu_isa)", "", "| N | K | ISA | ms | GFLOP/s | × fp32 mm |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {a['n']} | {a['k']} | {isa} | {_ms(v)} | {v['gflops']:.0f} | {v['ratio_to_mm']:.2f} |"
+        lines += [f"| {v['n']} | {a['k']} | {isa} | {_ms(v)} | {v['gflops']:.0f} | {v['ratio_to_mm']:.2f} |"
                   for a, isa, v in isa_rows]
     lines += ["", "## cluster_stats (D = 64)", "", "| device | N | K | native ms | GB/s (x read once) | × copy GB/s | "
               "one-hot ms | speed-up | index_add ms | speed-up | native MiB | one-hot MiB |",
@@ -460,16 +493,6 @@ def markdown(doc: dict[str, Any]) -> str:
 
 # ---- entry points ----
 
-def memory_child(spec_json: str, threads: int) -> None:
-    """Fresh-process side of the CPU memory measurement: prints one JSON line."""
-    torch.set_num_threads(threads)
-    spec, cpu = json.loads(spec_json), torch.device("cpu")
-    BUILDERS[spec["op"]]({**spec, **SMALL[spec["op"]]}, cpu)()
-    fn = BUILDERS[spec["op"]](spec, cpu)
-    gc.collect()
-    print(json.dumps(tm.rss_peak_extra_bytes(fn)))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, seconds in total (CI smoke test)")
@@ -480,7 +503,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dense-budget-gib", type=float, default=2.0,
                    help="largest K x K memory the dense som_update way may use (default 2)")
     p.add_argument("--out", type=Path, help="JSON path (the .md summary goes next to it)")
-    p.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 10)
     return args
@@ -503,10 +525,7 @@ def devices_to_run(choice: str, info: dict[str, Any]) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.memory_case:
-        memory_child(args.memory_case, args.threads)
-        return
-    t0 = time.perf_counter()
+    t0, machine = time.perf_counter(), tm.machine_info()  # before the run loads the machine itself
     info, sizes = kohonen_vq.build_info(), QUICK if args.quick else FULL
     devices: dict[str, Any] = {}
     for dev, reason in devices_to_run(args.device, info).items():
@@ -518,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = "cuda" if "cuda" in devices and "skipped" not in devices["cuda"] else "cpu"
     doc = {"benchmark": "kohonen_vq ops", "quick": args.quick,
            "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "command": sys.argv, "machine": tm.machine_info(), "build_info": info,
+           "command": sys.argv, "machine": machine, "build_info": info,
            "settings": {"repeats": args.repeats, "threads": args.threads, "d": D,
                         "dense_budget_bytes": int(args.dense_budget_gib * GIB), "som": SOM_ARGS,
                         "timing": "warm-up, then median and min over samples; CPU time.perf_counter, CUDA events"},

@@ -26,14 +26,19 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("cuda") is None:
-        return
-    reason = cuda_unavailable_reason()
-    if reason is None:
-        return
-    if REQUIRE_CUDA:
-        pytest.fail(f"KOHONEN_VQ_REQUIRE_CUDA=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    if item.get_closest_marker("cuda") is not None and not REQUIRE_CUDA:
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    # Fails in the call phase, so the test is reported as FAILED rather than as a setup error.
+    if item.get_closest_marker("cuda") is not None and REQUIRE_CUDA:
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            pytest.fail(f"KOHONEN_VQ_REQUIRE_CUDA=1 but {reason}", pytrace=False)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])

@@ -71,7 +71,7 @@ def check_assign(x: torch.Tensor, codebook: torch.Tensor, device: torch.device) 
     indices, sqdist = ops.assign(x.to(device), codebook.to(device))
     assert indices.dtype == torch.int64 and sqdist.dtype == torch.float32
     assert indices.shape == sqdist.shape == (x.shape[0],)
-    assert indices.device == sqdist.device == device
+    assert indices.device.type == sqdist.device.type == device.type
     indices, sqdist = indices.cpu(), sqdist.cpu()
     _, ref_min = ref.assign(x, codebook)
     xf, wf = x.float(), codebook.float()
@@ -159,9 +159,10 @@ def check_cluster_stats(x: torch.Tensor, indices: torch.Tensor, k: int, device: 
     sums, counts = ops.cluster_stats(x.to(device), indices.to(device), k)
     assert sums.dtype == counts.dtype == torch.float32
     assert sums.shape == (k, x.shape[1]) and counts.shape == (k,)
-    assert sums.device == counts.device == device
+    assert sums.device.type == counts.device.type == device.type
     ref_sums, ref_counts = ref.cluster_stats(x, indices, k)
-    torch.testing.assert_close(sums.cpu(), ref_sums, rtol=1e-6, atol=1e-5)
+    # Loose enough for float32 accumulation in any order (the CPU kernel accumulates in float64).
+    torch.testing.assert_close(sums.cpu(), ref_sums, rtol=1e-5, atol=1e-4)
     assert torch.equal(counts.cpu(), ref_counts)
 
 
@@ -249,7 +250,7 @@ def test_som_update_wide_stencils(device: torch.device, neighbourhood: str, sigm
                                   grid: tuple[int, ...], update_empty: bool, step: int) -> None:
     # Large sigma / base: the non-zero weights reach across the whole grid.
     run_updates(device, grid, neighbourhood=neighbourhood, sigma=sigma, base=base, update_empty=update_empty,
-                step=step, shrink=0.1, updates=10)
+                step=step, shrink=0.1)
 
 
 @pytest.mark.parametrize("update_empty", [True, False], ids=["update_empty", "keep_empty"])

@@ -94,6 +94,35 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
   });
 }
 
+// Which codes get a non-zero Gaussian write: those whose squared grid distance to the nearest code with
+// members has a non-zero float32 weight. The per-axis factors of the separable pass can each be non-zero
+// where their product, the dense weight, rounds to 0, so update_empty=false decides on this mask instead.
+// The nearest squared distance is a squared Euclidean distance transform, separable per axis.
+std::vector<uint8_t> gaussian_written(const GridRows& g, const float* counts, double inv_width2) {
+  constexpr int64_t kFar = int64_t{1} << 60;
+  const int64_t K = g.codes();
+  std::vector<int64_t> dist2(static_cast<size_t>(K)), next(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) dist2[k] = counts[k] > 0.f ? 0 : kFar;
+  for (int64_t a = 0, stride = 1; a < static_cast<int64_t>(g.grid.size()); stride *= g.grid[a], ++a) {
+    const int64_t size = g.grid[a], radius = gaussian_radius(inv_width2, size);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t i = (k / stride) % size;
+      int64_t best = kFar;
+      for (int64_t j = std::max<int64_t>(0, i - radius); j <= std::min(size - 1, i + radius); ++j) {
+        const int64_t from = dist2[k + (j - i) * stride];
+        if (from < kFar) best = std::min(best, from + (j - i) * (j - i));
+      }
+      next[k] = best;
+    }
+    dist2.swap(next);
+  }
+  std::vector<uint8_t> written(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) {
+    written[k] = dist2[k] < kFar && static_cast<float>(std::exp(-static_cast<double>(dist2[k]) * inv_width2)) > 0.f;
+  }
+  return written;
+}
+
 bool all_finite(const float* p, int64_t n) {
   return at::parallel_reduce(
       0, n, 4096, true,
@@ -121,6 +150,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
   // [S' | c'] per code: the batch statistics mixed through A^(t).
   GridRows g{std::vector<int64_t>(grid.begin(), grid.end()), W};
   std::vector<float> mixed(static_cast<size_t>(K * W));
+  std::vector<uint8_t> written;  // only for Gaussian without update_empty, see gaussian_written
   const float* ps = S.const_data_ptr<float>();
   const float* pc = C.const_data_ptr<float>();
   for (int64_t k = 0; k < K; ++k) {
@@ -141,6 +171,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
       for (int64_t s : g.grid) radius = std::max(radius, gaussian_radius(inv2, s));
       std::vector<float> taps(static_cast<size_t>(radius + 1));
       for (int64_t d = 0; d <= radius; ++d) taps[d] = static_cast<float>(std::exp(-double(d * d) * inv2));
+      if (!update_empty) written = gaussian_written(g, C.const_data_ptr<float>(), inv2);
       separable(g, taps, mixed, tmp);
     } else {
       exponential(g, exponential_rate(base, shrink, t), mixed, tmp);
@@ -176,7 +207,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
     at::parallel_for(0, K, 64, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const float c = mixed[k * W + D];
-        if (c == 0.f) continue;
+        if (c == 0.f || (!written.empty() && !written[k])) continue;
         n[k] = keep * n[k] + take * c;
         for (int64_t d = 0; d < D; ++d) {
           float& md = m[k * D + d];

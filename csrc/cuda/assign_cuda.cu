@@ -55,37 +55,59 @@ __global__ void norms_kernel(const float* __restrict__ w, int64_t K, int64_t D, 
   }
 }
 
-// One kTileDims-wide stage of the x tile (rows) or the codebook tile (codes), staged in registers so the
-// global loads of the next stage overlap the arithmetic of the current one.
+// A thread's share of the global loads of one tile: component `lane` = t % kTileDims of the rows (codes)
+// first + q * kStageStride, q < kLoadsPerThread, with first = t / kTileDims. Neighbouring threads read
+// neighbouring components of a row, coalesced for contiguous inputs. The pointer advances by one stage
+// at a time, which keeps the per-stage address arithmetic to a few additions.
+constexpr int kStageStride = kThreads / kTileDims;
+template <typename T>
+struct TileReader {
+  const T* p;          // this thread's element (first, lane) of the current stage; read only where it exists
+  int64_t row_step;    // kStageStride rows further
+  int64_t stage_step;  // kTileDims components further
+  int rows;            // rows of the tile that exist
+};
+
+template <typename T>
+__device__ __forceinline__ TileReader<T> tile_reader(const T* base, int64_t first_row, int64_t num_rows, int64_t s0,
+                                                     int64_t s1) {
+  const int first = threadIdx.x / kTileDims, lane = threadIdx.x % kTileDims;
+  return {base + (first_row + first) * s0 + lane * s1, kStageStride * s0, kTileDims * s1,
+          static_cast<int>(std::min<int64_t>(num_rows - first_row, kTileRows))};
+}
+
+// One kTileDims-wide stage of both tiles, staged in registers so the global loads of the next stage
+// overlap the arithmetic of the current one. Missing rows and components read as 0.
 struct Stage {
   float x[kLoadsPerThread];
   float w[kLoadsPerThread];
 };
 
-template <typename scalar_t>
-__device__ __forceinline__ void load_stage(Stage& s, const scalar_t* __restrict__ x, int64_t N, int64_t D,
-                                           int64_t sx0, int64_t sx1, const float* __restrict__ w, int64_t K,
-                                           int64_t row0, int64_t code0, int64_t d0) {
-  // Thread t loads component t % kTileDims of rows (codes) t / kTileDims + q * (kThreads / kTileDims):
-  // neighbouring threads read neighbouring components of a row, coalesced for contiguous inputs.
-  const int64_t d = d0 + threadIdx.x % kTileDims;
-  const int r0 = threadIdx.x / kTileDims;
+template <typename T>
+__device__ __forceinline__ void read_stage(float (&v)[kLoadsPerThread], TileReader<T>& src, bool d_ok) {
+  const int first = threadIdx.x / kTileDims;
 #pragma unroll
   for (int q = 0; q < kLoadsPerThread; ++q) {
-    const int r = r0 + q * (kThreads / kTileDims);
-    const int64_t row = row0 + r, code = code0 + r;
-    s.x[q] = (row < N && d < D) ? static_cast<float>(x[row * sx0 + d * sx1]) : 0.f;
-    s.w[q] = (code < K && d < D) ? w[code * D + d] : 0.f;
+    v[q] = (d_ok && first + q * kStageStride < src.rows) ? static_cast<float>(src.p[q * src.row_step]) : 0.f;
   }
+  src.p += src.stage_step;
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void load_stage(Stage& s, TileReader<scalar_t>& x, TileReader<float>& w, int64_t d0,
+                                           int64_t D) {
+  const bool d_ok = d0 + threadIdx.x % kTileDims < D;
+  read_stage(s.x, x, d_ok);
+  read_stage(s.w, w, d_ok);
 }
 
 __device__ __forceinline__ void store_stage(const Stage& s, float (*xs)[kTileRows + kPad],
                                             float (*ws)[kTileCodes + kPad]) {
-  const int d = threadIdx.x % kTileDims, r0 = threadIdx.x / kTileDims;
+  const int lane = threadIdx.x % kTileDims, first = threadIdx.x / kTileDims;
 #pragma unroll
   for (int q = 0; q < kLoadsPerThread; ++q) {
-    xs[d][r0 + q * (kThreads / kTileDims)] = s.x[q];
-    ws[d][r0 + q * (kThreads / kTileDims)] = s.w[q];
+    xs[lane][first + q * kStageStride] = s.x[q];
+    ws[lane][first + q * kStageStride] = s.w[q];
   }
 }
 
@@ -107,25 +129,28 @@ __global__ void __launch_bounds__(kThreads, 2)
                   int64_t tiles_per_split, unsigned long long* __restrict__ keys) {
   __shared__ __align__(16) float xs[kTileDims][kTileRows + kPad];
   __shared__ __align__(16) float ws[kTileDims][kTileCodes + kPad];
+  // Each thread's running minimum for its 8 rows, in shared memory to keep the registers for the tile.
+  __shared__ float best_dist[kMicro][kThreads];
+  __shared__ int best_code[kMicro][kThreads];
   const int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
   const int64_t row0 = int64_t{blockIdx.x} * kTileRows;
   const int64_t num_tiles = (K + kTileCodes - 1) / kTileCodes;
   const int64_t tile_end = std::min(num_tiles, (blockIdx.y + 1) * tiles_per_split);
 
-  float best[kMicro];
-  int best_code[kMicro];
 #pragma unroll
-  for (int i = 0; i < kMicro; ++i) best[i] = INFINITY, best_code[i] = 0;
+  for (int i = 0; i < kMicro; ++i) best_dist[i][threadIdx.x] = INFINITY, best_code[i][threadIdx.x] = 0;
 
   for (int64_t tile = blockIdx.y * tiles_per_split; tile < tile_end; ++tile) {
     const int64_t code0 = tile * kTileCodes;
+    TileReader<scalar_t> x_tile = tile_reader(x, row0, N, sx0, sx1);
+    TileReader<float> w_tile = tile_reader(w, code0, K, D, int64_t{1});
     float acc[kMicro][kMicro] = {};
     Stage stage;
-    load_stage(stage, x, N, D, sx0, sx1, w, K, row0, code0, 0);
+    load_stage(stage, x_tile, w_tile, 0, D);
     for (int64_t d0 = 0; d0 < D; d0 += kTileDims) {
       store_stage(stage, xs, ws);
       __syncthreads();
-      if (d0 + kTileDims < D) load_stage(stage, x, N, D, sx0, sx1, w, K, row0, code0, d0 + kTileDims);
+      if (d0 + kTileDims < D) load_stage(stage, x_tile, w_tile, d0 + kTileDims, D);
 #pragma unroll
       for (int d = 0; d < kTileDims; ++d) {
         float a[kMicro], b[kMicro];
@@ -138,23 +163,31 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
       __syncthreads();
     }
+    float wn[kMicro];
 #pragma unroll
     for (int j = 0; j < kMicro; ++j) {
       const int64_t code = code0 + micro_offset(tx, j);
-      const float wn = code < K ? norms[code] : INFINITY;
+      wn[j] = code < K ? norms[code] : INFINITY;
+    }
 #pragma unroll
-      for (int i = 0; i < kMicro; ++i) {
-        const float dist = fmaf(acc[i][j], -2.f, wn);
-        // Codes arrive in ascending order per row, so strict "<" keeps the lowest index of a tie.
-        if (dist < best[i]) best[i] = dist, best_code[i] = static_cast<int>(code);
+    for (int i = 0; i < kMicro; ++i) {
+      float bd = best_dist[i][threadIdx.x];
+      int bc = best_code[i][threadIdx.x];
+      // Codes arrive in ascending order per row, so strict "<" keeps the lowest index of a tie.
+#pragma unroll
+      for (int j = 0; j < kMicro; ++j) {
+        const float dist = fmaf(acc[i][j], -2.f, wn[j]);
+        if (dist < bd) bd = dist, bc = static_cast<int>(code0 + micro_offset(tx, j));
       }
+      best_dist[i][threadIdx.x] = bd;
+      best_code[i][threadIdx.x] = bc;
     }
   }
 
   // The 16 threads sharing a row group are 16 consecutive lanes: butterfly min over them.
 #pragma unroll
   for (int i = 0; i < kMicro; ++i) {
-    unsigned long long key = argmin_key(best[i], best_code[i]);
+    unsigned long long key = argmin_key(best_dist[i][threadIdx.x], best_code[i][threadIdx.x]);
 #pragma unroll
     for (int offset = kSide / 2; offset > 0; offset /= 2) key = min(key, __shfl_xor_sync(0xffffffffu, key, offset));
     const int64_t row = row0 + micro_offset(ty, i);
@@ -181,7 +214,7 @@ __global__ void finish_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t
 
 // Code tiles per block: split K across blocks only when the row tiles alone cannot fill the device.
 int64_t tiles_per_split(int64_t row_tiles, int64_t code_tiles) {
-  const int64_t want_blocks = int64_t{2} * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t want_blocks = int64_t{2} * sm_count();
   const int64_t splits = std::clamp<int64_t>((want_blocks + row_tiles - 1) / row_tiles, 1, code_tiles);
   return (code_tiles + splits - 1) / splits;
 }
@@ -200,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Te
   // All ones = larger than any real key, so the first atomicMin always lands.
   const at::Tensor keys = at::full({N}, -1, x.options().dtype(at::kLong));
   auto* pkeys = reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   norms_kernel<<<grid_stride_blocks(K), kBlock, 0, stream>>>(w.const_data_ptr<float>(), K, D,
                                                              norms.data_ptr<float>());

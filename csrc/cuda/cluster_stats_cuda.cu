@@ -1,4 +1,4 @@
-// CUDA kernel of kohonen_vq::cluster_stats: one thread per element of x adds it to its code's row with
+// CUDA kernel of kohonen_vq::cluster_stats: each element of x is added to its code's row with
 // a float64 atomicAdd (counts with a 64-bit integer atomicAdd), then the totals are rounded to float32.
 // The order of the atomic additions varies from run to run, so GPU sums are not bit-reproducible (the
 // CPU path's are); accumulating in float64 keeps them within float32 rounding of the CPU result.
@@ -14,15 +14,20 @@
 namespace kvq::cuda {
 namespace {
 
+constexpr int kWarp = 32;
+
+// One warp per row: the row's index is read once and the lanes add its components, coalesced.
 template <typename scalar_t, typename index_t>
 __global__ void accumulate_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
                                   const index_t* __restrict__ indices, int64_t si, double* __restrict__ sums,
                                   unsigned long long* __restrict__ counts) {
-  for (int64_t e = thread_index(); e < N * D; e += thread_count()) {
-    const int64_t row = e / D, d = e % D;
+  const int lane = threadIdx.x % kWarp;
+  for (int64_t row = thread_index() / kWarp; row < N; row += thread_count() / kWarp) {
     const int64_t k = static_cast<int64_t>(indices[row * si]);
-    atomicAdd(sums + k * D + d, static_cast<double>(static_cast<float>(x[row * sx0 + d * sx1])));
-    if (d == 0) atomicAdd(counts + k, 1ull);
+    for (int64_t d = lane; d < D; d += kWarp) {
+      atomicAdd(sums + k * D + d, static_cast<double>(static_cast<float>(x[row * sx0 + d * sx1])));
+    }
+    if (lane == 0) atomicAdd(counts + k, 1ull);
   }
 }
 
@@ -45,11 +50,11 @@ std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const
   const at::Tensor sums64 = at::zeros({K, D}, x.options().dtype(at::kDouble));
   const at::Tensor counts64 = at::zeros({K}, x.options().dtype(at::kLong));
   auto* pcounts64 = reinterpret_cast<unsigned long long*>(counts64.data_ptr<int64_t>());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "kohonen_vq_cluster_stats_cuda", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "kohonen_vq_cluster_stats_cuda_index", [&] {
-      accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * D), kBlock, 0, stream>>>(
+      accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * kWarp), kBlock, 0, stream>>>(
           px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0),
           sums64.data_ptr<double>(), pcounts64);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -10,6 +10,12 @@ from torch import nn
 from .. import grid as grids
 
 
+def op_input(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, as the native ops take it: they compute in float32 and accept fp32/fp16/bf16, so
+    float64 (a ``model.double()``, gradcheck) is lowered to float32."""
+    return t.detach().float() if t.dtype == torch.float64 else t.detach()
+
+
 class VQOutput(NamedTuple):
     """What every quantiser returns; unpacks as ``quantized, indices, loss = vq(z)[:3]``."""
 

@@ -13,7 +13,7 @@ from .. import grid as grids
 from .. import ops
 from ..distributed import all_reduce_sum_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput
+from .base import QuantizerBase, VQOutput, op_input
 
 
 class GradientVQ(QuantizerBase):
@@ -50,7 +50,7 @@ class GradientVQ(QuantizerBase):
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         rows, restore, index_shape = self._flatten(z)
-        indices, _ = ops.assign(rows.detach(), self.weight.detach())
+        indices, _ = ops.assign(op_input(rows), op_input(self.weight))
         codes = F.embedding(indices, self.weight)
         counts = torch.zeros(self.num_codes, device=rows.device).index_add_(
             0, indices, torch.ones_like(indices, dtype=torch.float32))
@@ -59,7 +59,8 @@ class GradientVQ(QuantizerBase):
                 all_reduce_sum_(counts)
             self._step += 1
         loss = self._codebook_loss(rows, indices, codes) + self.commitment * F.mse_loss(rows.float(), codes.detach())
-        quantized = rows + (codes.detach().to(rows.dtype) - rows).detach()
+        # straight-through, value exactly sg(w) in z's dtype (see KohonenVQ.forward)
+        quantized = codes.detach().to(rows.dtype) + (rows - rows.detach())
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..distributed import all_reduce_sum_, broadcast_from_rank0_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput
+from .base import QuantizerBase, VQOutput, op_input
 
 _STATE_BUFFERS = ("codebook", "ema_sums", "ema_counts")
 
@@ -64,20 +64,19 @@ class KohonenVQ(QuantizerBase):
         self._needs_broadcast = True
 
     def _apply(self, fn, recurse=True):
-        # .half() / .to(bfloat16) must not lower the codebook state: it is float32 by contract.
+        # .half() / .to(bfloat16) must not lower the codebook state: it is float32 by contract. Convert from
+        # the buffers as they were, not back from fn's result, which would round them through fp16/bf16.
+        before = {name: getattr(self, name) for name in _STATE_BUFFERS}
         super()._apply(fn, recurse)
-        for name in _STATE_BUFFERS:
+        for name, old in before.items():
             buf = getattr(self, name)
             if buf.dtype != torch.float32:
-                setattr(self, name, buf.float())
+                setattr(self, name, old.to(device=buf.device, dtype=torch.float32))
         return self
 
     def _update(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         sums, counts = ops.cluster_stats(x, indices, self.num_codes)
         if is_distributed():
-            if self._needs_broadcast:
-                broadcast_from_rank0_(self.codebook, self.ema_sums, self.ema_counts, self._step)
-                self._needs_broadcast = False
             all_reduce_sum_(sums, counts)
         skipped_before = self.skipped_batches.clone() if self.strict else None
         ops.som_update_(self.codebook, self.ema_sums, self.ema_counts, self._step, self.skipped_batches, sums,
@@ -85,13 +84,18 @@ class KohonenVQ(QuantizerBase):
                         sigma=self.sigma, base=self.base, decay=self.decay, eps=self.eps,
                         update_empty=self.update_empty)
         if skipped_before is not None and bool(self.skipped_batches != skipped_before):
+            self.skipped_batches.copy_(skipped_before)  # strict: raise instead of counting; no state changes
             raise FloatingPointError(f"{type(self).__name__}: the batch holds NaN or Inf; the codebook was left "
                                      f"unchanged (strict=True)")
         return counts
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         rows, restore, index_shape = self._flatten(z)
-        x = rows.detach()
+        x = op_input(rows)
+        if self.training and self._needs_broadcast and is_distributed():
+            # Before the assignment: every rank must assign its first batch to rank 0's codebook too.
+            broadcast_from_rank0_(self.codebook, self.ema_sums, self.ema_counts, self._step)
+            self._needs_broadcast = False
         indices, _ = ops.assign(x, self.codebook)
         codes = F.embedding(indices, self.codebook)  # looked up before this step's update
         if self.training:
@@ -99,7 +103,9 @@ class KohonenVQ(QuantizerBase):
         else:
             counts = torch.zeros(self.num_codes, device=x.device).index_add_(0, indices, torch.ones_like(indices, dtype=torch.float32))
         loss = self.commitment * F.mse_loss(rows.float(), codes)
-        quantized = rows + (codes.to(rows.dtype) - rows).detach()
+        # Straight-through estimator e + sg(w - e), written so that the value is exactly w (in z's dtype):
+        # rows + (codes - rows) would carry one rounding of z's precision into the output.
+        quantized = codes.to(rows.dtype) + (rows - rows.detach())
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
 
     def extra_repr(self) -> str:
