@@ -53,7 +53,7 @@ class Sizes:
 
 FULL = Sizes(assign=((65536, 512), (65536, 4096)), assign_cuda_extra=((262144, 512), (4096, 512)),
              stats=(65536, 512), grids=((32, 16), (64, 64), (128, 128), (256, 256)), gemm_n={"cpu": 2048, "cuda": 8192},
-             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=8192, min_target_n=65536, warmup=2, max_case_s=4.0)
+             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=4096, min_target_n=65536, warmup=2, max_case_s=4.0)
 QUICK = Sizes(assign=((4096, 64), (4096, 512)), assign_cuda_extra=((16384, 512),), stats=(4096, 64),
               grids=((8, 8), (256, 256)), gemm_n={"cpu": 512, "cuda": 2048},
               copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, isa_n=1024, min_target_n=4096, warmup=1,

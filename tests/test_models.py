@@ -12,8 +12,14 @@ TINY = dict(hidden=16, res_channels=8, embedding_dim=8)  # same structure, small
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread():
+    # The models here are tiny: intra-op threads only add synchronisation, which on a loaded 2-core machine
+    # made a 40-step test take 10+ s instead of 0.5 s.
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_vqvae_cifar_shapes() -> None:

@@ -30,23 +30,26 @@ import functools
 import math
 import os
 
-import skimage
-import skimage.io
 import torch
 
 from .common import ImageDataset, Normalization, check_split
 
 IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
           "retina.jpg", "rocket.jpg")
-DATA_DIR = os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
 @functools.lru_cache(maxsize=1)
 def load_images() -> tuple[torch.Tensor, ...]:
     """The source images as uint8 (3, H, W) tensors, read from the installed package (never fetched)."""
+    try:  # imported here so that the other datasets work without scikit-image
+        import skimage
+        import skimage.io
+    except ImportError as e:
+        raise ImportError("the 'samples' dataset reads its images from scikit-image: pip install scikit-image") from e
+    data_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
     images = []
     for name in IMAGES:
-        path = os.path.join(DATA_DIR, name)
+        path = os.path.join(data_dir, name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path!r} is missing: the installed scikit-image should ship it in skimage/data")
         pixels = skimage.io.imread(path)
@@ -63,7 +66,8 @@ def patch_origins(height: int, width: int, patch: int, stride: int, val_fraction
     if height < patch or width - band < patch:
         return None
     train = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - band - patch + 1, stride)]
-    val = [(y, width - band + x) for y in range(0, height - patch + 1, patch) for x in range(0, band - patch + 1, patch)]
+    val = [(y, width - band + x) for y in range(0, height - patch + 1, patch)
+           for x in range(0, band - patch + 1, patch)]
     return train, val
 
 
@@ -146,6 +150,7 @@ def samples(split: str = "train", patch: int = 32, stride: int | None = None, va
     check_split(split, ("train", "val"))
     stride = max(1, patch // 4) if stride is None else stride
     if patch < 1 or stride < 1 or not 0 < val_fraction < 1:
-        raise ValueError(f"need patch >= 1, stride >= 1 and 0 < val_fraction < 1, got {patch}, {stride}, {val_fraction}")
+        raise ValueError(f"need patch >= 1, stride >= 1 and 0 < val_fraction < 1, got patch={patch}, "
+                         f"stride={stride}, val_fraction={val_fraction}")
     images, names, train, val, normalization = _split(patch, stride, val_fraction)
     return PatchDataset(images, names, train if split == "train" else val, patch, normalization)

@@ -36,8 +36,8 @@ def build_model(arch: str = "vqvae", quantizer: str = "ksom", num_codes: int = 5
     quantisers are ``build_quantizer(quantizer, num_codes, embedding_dim, **quantizer_kwargs)``."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    make = lambda: build_quantizer(quantizer, num_codes, embedding_dim, **quantizer_kwargs)  # noqa: E731
-    quantizers = [make() for _ in range(len(ARCHITECTURES[arch].levels))]
+    quantizers = [build_quantizer(quantizer, num_codes, embedding_dim, **quantizer_kwargs)
+                  for _ in ARCHITECTURES[arch].levels]
     return ARCHITECTURES[arch](*quantizers, in_channels=in_channels, hidden=hidden, res_channels=res_channels,
                                num_res_blocks=num_res_blocks, embedding_dim=embedding_dim)
 

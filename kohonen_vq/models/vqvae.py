@@ -58,8 +58,9 @@ class VQVAE(nn.Module):
     """Single-level VQ-VAE: a 32x32 image becomes an 8x8 grid of codes (the latent side is 1/4 of the input's).
 
     Encoder: conv4x4/s2 (in -> hidden/2), ReLU, conv4x4/s2 (-> hidden), ReLU, conv3x3, ``num_res_blocks``
-    residual blocks (bias-free, as in the zalando re-implementation the paper used), ReLU, conv1x1 to
-    ``embedding_dim``. Decoder: the mirror image, no output activation.
+    residual blocks, ReLU, conv1x1 to ``embedding_dim``. Decoder: conv3x3, residual blocks, ReLU,
+    convT4x4/s2, ReLU, convT4x4/s2, no output activation. The residual blocks are bias-free and their skip
+    carries relu(x), as in the zalando re-implementation the authors' code builds on (``ResidualBlock``).
 
     ``quantizer`` is any kohonen_vq quantiser built with ``dim=embedding_dim`` and ``channel_dim=1``.
     """

@@ -97,7 +97,11 @@ class KohonenVQ(QuantizerBase):
             broadcast_from_rank0_(self.codebook, self.ema_sums, self.ema_counts, self._step)
             self._needs_broadcast = False
         indices, _ = ops.assign(x, self.codebook)
-        codes = F.embedding(indices, self.codebook)  # looked up before this step's update
+        # Looked up before this step's update. embedding_bag (one code per bag), not embedding: when z requires
+        # grad, inductor (torch 2.14) inlines an embedding read into its consumers and can run them after
+        # som_update_ has mutated the codebook in place (silently returning the updated codes); embedding_bag
+        # is an extern kernel, so its output is materialised before the update. Same values, bit for bit.
+        codes = F.embedding_bag(indices[:, None], self.codebook, mode="sum")
         if self.training:
             counts = self._update(x, indices)
         else:
