@@ -63,6 +63,11 @@ class KohonenVQ(QuantizerBase):
         self._step.zero_()
         self._needs_broadcast = True
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        # A checkpoint may be loaded on some ranks only: rank 0's state is shared again at the next update.
+        self._needs_broadcast = True
+
     def _apply(self, fn, recurse=True):
         # .half() / .to(bfloat16) must not lower the codebook state: it is float32 by contract. Convert from
         # the buffers as they were, not back from fn's result, which would round them through fp16/bf16.
