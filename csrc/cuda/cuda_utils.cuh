@@ -33,7 +33,8 @@ __device__ __forceinline__ int64_t thread_count() { return int64_t{gridDim.x} * 
 }  // namespace kvq::cuda
 
 // The input dtypes checks.cpp accepts (float32, float16, bfloat16); arithmetic is fp32 for all of them.
-#define KVQ_DISPATCH_FLOAT_INPUTS(TYPE, NAME, ...)                  \
-  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+#define KVQ_DISPATCH_FLOAT_INPUTS(TYPE, NAME, ...)             \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                               \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))

@@ -10,6 +10,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <utility>
+
 #include "checks.h"
 #include "cuda/cuda_utils.cuh"
 #include "neighbourhood.h"
@@ -37,9 +39,9 @@ GridShape grid_shape(c10::IntArrayRef grid) {
   return g;
 }
 
-// keep * old + take * add, rounding both products like the CPU path (no contraction into an FMA).
-__device__ __forceinline__ float ema(float keep, float old, float take, float add) {
-  return __fadd_rn(__fmul_rn(keep, old), __fmul_rn(take, add));
+// a * x + b * y with both products rounded, like the CPU path (nvcc would otherwise contract it to an FMA).
+__device__ __forceinline__ float blend(float a, float x, float b, float y) {
+  return __fadd_rn(__fmul_rn(a, x), __fmul_rn(b, y));
 }
 
 // Sets *bad when an element of sums or counts is not finite.
@@ -103,7 +105,7 @@ __global__ void hard_mix_kernel(float* box, const float* original, int64_t n, do
                                 const int64_t* __restrict__ step, const int* __restrict__ bad) {
   if (*bad) return;
   const float a = static_cast<float>(hard_neighbour_weight(shrink, *step));
-  for (int64_t e = thread_index(); e < n; e += thread_count()) box[e] = ema(a, box[e], 1.f - a, original[e]);
+  for (int64_t e = thread_index(); e < n; e += thread_count()) box[e] = blend(a, box[e], 1.f - a, original[e]);
 }
 
 // Exponential neighbourhood exp(-||d|| rate): not separable, so a direct sum over the box of radius r
@@ -146,13 +148,55 @@ __global__ void exponential_kernel(const float* __restrict__ in, float* __restri
   }
 }
 
+// Gaussian with update_empty = False decides which codes are written on the dense float32 weight, as the
+// CPU path's gaussian_written does: a code is written only if the squared grid distance to the nearest
+// code with members has a non-zero float32 weight (the per-axis taps can all be non-zero where their
+// product rounds to 0). That distance is a squared Euclidean distance transform, separable per axis.
+constexpr int64_t kFar = int64_t{1} << 60;  // no code with members in reach
+
+__global__ void nearest_init_kernel(const float* __restrict__ counts, int64_t K, int64_t* __restrict__ dist2,
+                                    const int* __restrict__ bad) {
+  if (*bad) return;
+  for (int64_t k = thread_index(); k < K; k += thread_count()) dist2[k] = counts[k] > 0.f ? 0 : kFar;
+}
+
+// One axis of the transform: out[k] = min over j in the Gaussian window of in[k + (j - i) stride] + (j - i)^2.
+__global__ void nearest_axis_kernel(const int64_t* __restrict__ in, int64_t* __restrict__ out, int64_t K,
+                                    int64_t stride, int64_t size, double sigma, double shrink,
+                                    const int64_t* __restrict__ step, const int* __restrict__ bad) {
+  if (*bad) return;
+  const int64_t r = gaussian_radius(gaussian_inv_width2(sigma, shrink, *step), size);
+  for (int64_t k = thread_index(); k < K; k += thread_count()) {
+    const int64_t i = (k / stride) % size;
+    int64_t best = kFar;
+    for (int64_t j = max(int64_t{0}, i - r); j <= min(size - 1, i + r); ++j) {
+      const int64_t from = in[k + (j - i) * stride];
+      if (from < kFar) best = min(best, from + (j - i) * (j - i));
+    }
+    out[k] = best;
+  }
+}
+
+// Sets c' = 0 for the codes that are not written, so that the EMA kernels skip them.
+__global__ void drop_unwritten_kernel(const int64_t* __restrict__ dist2, int64_t K, float* __restrict__ mixed,
+                                      int64_t W, double sigma, double shrink, const int64_t* __restrict__ step,
+                                      const int* __restrict__ bad) {
+  if (*bad) return;
+  const double inv2 = gaussian_inv_width2(sigma, shrink, *step);
+  for (int64_t k = thread_index(); k < K; k += thread_count()) {
+    const bool written =
+        dist2[k] < kFar && static_cast<float>(exp(-static_cast<double>(dist2[k]) * inv2)) > 0.f;
+    if (!written) mixed[k * W + W - 1] = 0.f;
+  }
+}
+
 // N = decay N + (1 - decay) c'; with only_written, codes with c' == 0 keep N (update_empty = False).
 __global__ void ema_counts_kernel(float* __restrict__ n, const float* __restrict__ mixed, int64_t K, int64_t W,
                                   float keep, float take, bool only_written, const int* __restrict__ bad) {
   if (*bad) return;
   for (int64_t k = thread_index(); k < K; k += thread_count()) {
     const float c = mixed[k * W + W - 1];
-    if (!only_written || c != 0.f) n[k] = ema(keep, n[k], take, c);
+    if (!only_written || c != 0.f) n[k] = blend(keep, n[k], take, c);
   }
 }
 
@@ -189,8 +233,8 @@ __global__ void ema_rows_kernel(float* __restrict__ w, float* __restrict__ m, co
     const int64_t k = e / D, d = e % D;
     const float c = mixed[k * W + D];
     if (!update_empty && c == 0.f) continue;
-    const float nk = update_empty ? n[k] : ema(keep, n[k], take, c);
-    const float md = ema(keep, m[e], take, mixed[k * W + d]);
+    const float nk = update_empty ? n[k] : blend(keep, n[k], take, c);
+    const float md = blend(keep, m[e], take, mixed[k * W + d]);
     m[e] = md;
     if (update_empty ? nk > 0.f : nk != 0.f) w[e] = md / nk;
   }
@@ -241,8 +285,8 @@ at::Tensor mix_statistics(Neighbourhood nb, const GridShape& g, const at::Tensor
   for (int a = 0; a < g.dims; ++a) max_axis = std::max(max_axis, g.size[a]);
   const at::Tensor taps = at::empty({max_axis}, work.options());
   const at::Tensor radius = at::empty({1}, work.options().dtype(at::kLong));
-  taps_kernel<<<grid_stride_blocks(max_axis), kBlock, 0, stream>>>(gaussian, g, sigma, shrink, step,
-                                                                   taps.data_ptr<float>(), radius.data_ptr<int64_t>(), bad);
+  taps_kernel<<<grid_stride_blocks(max_axis), kBlock, 0, stream>>>(
+      gaussian, g, sigma, shrink, step, taps.data_ptr<float>(), radius.data_ptr<int64_t>(), bad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor mixed = separable(g, work, taps, radius, bad, stream);
   if (!gaussian) {
@@ -251,6 +295,28 @@ at::Tensor mix_statistics(Neighbourhood nb, const GridShape& g, const at::Tensor
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return mixed;
+}
+
+// See drop_unwritten_kernel; counts are the batch counts c, mixed holds [S' | c'].
+void drop_unwritten_codes(const GridShape& g, const at::Tensor& counts, const at::Tensor& mixed, double sigma,
+                          double shrink, const int64_t* step, const int* bad, cudaStream_t stream) {
+  const int64_t K = mixed.size(0);
+  const at::Tensor dist2 = at::empty({2, K}, mixed.options().dtype(at::kLong));
+  int64_t* src = dist2[0].data_ptr<int64_t>();
+  int64_t* dst = dist2[1].data_ptr<int64_t>();
+  nearest_init_kernel<<<grid_stride_blocks(K), kBlock, 0, stream>>>(counts.const_data_ptr<float>(), K, src, bad);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  int64_t stride = 1;
+  for (int a = 0; a < g.dims; ++a) {
+    nearest_axis_kernel<<<grid_stride_blocks(K), kBlock, 0, stream>>>(src, dst, K, stride, g.size[a], sigma, shrink,
+                                                                       step, bad);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    std::swap(src, dst);
+    stride *= g.size[a];
+  }
+  drop_unwritten_kernel<<<grid_stride_blocks(K), kBlock, 0, stream>>>(src, K, mixed.data_ptr<float>(), mixed.size(1),
+                                                                      sigma, shrink, step, bad);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The EMA update of METHOD.md §2 from the mixed statistics, in place.
@@ -304,6 +370,7 @@ void som_update_cuda(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema
                                                                        work.data_ptr<float>(), bad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor mixed = mix_statistics(nb, g, work, shrink, sigma, base, t, bad, stream);
+  if (nb == Neighbourhood::Gaussian && !update_empty) drop_unwritten_codes(g, C, mixed, sigma, shrink, t, bad, stream);
   update_emas(codebook, ema_sums, ema_counts, mixed, decay, eps, update_empty, bad, stream);
   advance_counters_kernel<<<1, 1, 0, stream>>>(step.data_ptr<int64_t>(), skipped.data_ptr<int64_t>(), bad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -1,0 +1,94 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain data only (state dicts, tensors, numbers, strings, lists, dicts), so loading
+one never runs code: model and optimiser state dicts, the step, the resolved config, the loop's running
+sums, and the torch / CUDA / NumPy / Python RNG states stored as tensors.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+FORMAT = "kohonen_vq.train/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable kohonen-vq training checkpoint."""
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Writes through a temporary file in ``path``'s folder, then renames it over ``path``: a crash or an error
+    midway leaves the previous file intact (os.replace is atomic within one file system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Saves ``state`` (plain data only) to ``path`` atomically."""
+    _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def copy_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copies a checkpoint file atomically (best.pt from last.pt, without serialising again)."""
+    with open(src, "rb") as source:
+        _write_atomic(Path(dst), lambda f: shutil.copyfileobj(source, f))
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; refuses files holding other Python objects."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[-1]
+        raise CheckpointError(f"refusing to load {path!r}: it holds Python objects other than tensors, numbers, "
+                              f"strings, lists and dicts, which could run code when unpickled (torch.load with "
+                              f"weights_only=True said: {reason}). kohonen-vq loads only its own checkpoints.") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path!r} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a kohonen-vq training checkpoint (format {FORMAT!r})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state, as tensors and numbers."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, mt, python_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": python_gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what :func:`rng_state` returned (the CUDA states only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
