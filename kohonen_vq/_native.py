@@ -37,7 +37,7 @@ def load_library() -> str:
     except OSError as err:  # wrong torch ABI, missing CUDA runtime, ...
         raise NativeLibraryError(
             f"kohonen_vq: failed to load the native library {spec.origin}: {err.__cause__ or err}. "
-            f"It was probably built against another torch than the installed {torch.__version__}. "
+            f"It may be damaged, or built against another torch than the installed {torch.__version__}. "
             + _REBUILD_HINT
         ) from err
     return spec.origin
