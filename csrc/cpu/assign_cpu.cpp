@@ -6,7 +6,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -62,17 +62,8 @@ std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Ten
         kern.argmin_rows(xb.data(), padded, D, panels.data(), norms.data(), num_panels, scratch_val.data(),
                          scratch_idx.data(), best.data());
         // The argmin uses ||w||^2 - 2 x.w; the reported distance is recomputed exactly for the winner.
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* xr = xb.data() + r * D;
-          const float* wr = pw + best[r] * D;
-          float s = 0.f;
-          for (int64_t d = 0; d < D; ++d) {
-            const float diff = xr[d] - wr[d];
-            s = std::fma(diff, diff, s);
-          }
-          out_idx[r0 + r] = best[r];
-          out_dist[r0 + r] = s;
-        }
+        kern.sqdist_rows(xb.data(), rows, D, pw, best.data(), out_dist + r0);
+        std::copy(best.begin(), best.begin() + rows, out_idx + r0);
       }
     });
   });

@@ -54,26 +54,35 @@ inline void vkeep_min(VF cand, VI cand_idx, VF& best, VI& best_idx) {
       _mm256_blendv_ps(_mm256_castsi256_ps(best_idx), _mm256_castsi256_ps(cand_idx), m));
 }
 #else
-// Portable baseline: fixed-size arrays the compiler vectorises with the baseline instruction set.
-constexpr int kLanes = 4, kRows = 4, kVecs = 2;
-struct VF { float v[kLanes]; };
-struct VI { int32_t v[kLanes]; };
-inline VF vload(const float* p) { VF r; __builtin_memcpy(r.v, p, sizeof r.v); return r; }
-inline VF vset1(float x) { VF r; for (int l = 0; l < kLanes; ++l) r.v[l] = x; return r; }
+// Portable baseline: GCC/Clang vector extensions, i.e. SSE2 on x86-64 and NEON on AArch64. Multiply and
+// add stay separate: the baseline x86-64 has no FMA instruction and a libm fmaf call per element is slow.
+constexpr int kLanes = 4, kRows = 4, kVecs = 3;
+using VF = float __attribute__((vector_size(16)));
+using VI = int32_t __attribute__((vector_size(16)));
+inline VF vload(const float* p) { VF r; __builtin_memcpy(&r, p, sizeof r); return r; }
+inline VF vset1(float x) { return VF{x, x, x, x}; }
 inline VF vzero() { return vset1(0.f); }
-inline VF vfmadd(VF a, VF b, VF c) { VF r; for (int l = 0; l < kLanes; ++l) r.v[l] = __builtin_fmaf(a.v[l], b.v[l], c.v[l]); return r; }
-inline void vstore(float* p, VF v) { __builtin_memcpy(p, v.v, sizeof v.v); }
-inline VI iload(const int32_t* p) { VI r; __builtin_memcpy(r.v, p, sizeof r.v); return r; }
-inline void istore(int32_t* p, VI v) { __builtin_memcpy(p, v.v, sizeof v.v); }
-inline VI iset1(int32_t x) { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = x; return r; }
-inline VI iadd(VI a, VI b) { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = a.v[l] + b.v[l]; return r; }
-inline VI iota() { VI r; for (int l = 0; l < kLanes; ++l) r.v[l] = l; return r; }
+inline VF vfmadd(VF a, VF b, VF c) { return a * b + c; }
+inline void vstore(float* p, VF v) { __builtin_memcpy(p, &v, sizeof v); }
+inline VI iload(const int32_t* p) { VI r; __builtin_memcpy(&r, p, sizeof r); return r; }
+inline void istore(int32_t* p, VI v) { __builtin_memcpy(p, &v, sizeof v); }
+inline VI iset1(int32_t x) { return VI{x, x, x, x}; }
+inline VI iadd(VI a, VI b) { return a + b; }
+inline VI iota() { return VI{0, 1, 2, 3}; }
 inline void vkeep_min(VF cand, VI cand_idx, VF& best, VI& best_idx) {
-  for (int l = 0; l < kLanes; ++l) {
-    if (cand.v[l] < best.v[l]) { best.v[l] = cand.v[l]; best_idx.v[l] = cand_idx.v[l]; }
-  }
+  const VI m = cand < best;  // all ones where strictly smaller; false for NaN
+  best = (VF)(((VI)cand & m) | ((VI)best & ~m));
+  best_idx = (cand_idx & m) | (best_idx & ~m);
 }
 #endif
+
+inline float hsum(VF v) {
+  float lanes[kLanes];
+  vstore(lanes, v);
+  float s = 0.f;
+  for (int l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
 
 constexpr int64_t kPanel = int64_t{kLanes} * kVecs;
 // Panels per cache block: keep the block of packed codes within about 256 KiB of L2.
@@ -91,7 +100,7 @@ void pack(const float* w, int64_t K, int64_t D, float* panels, float* norms) {
       for (int64_t d = 0; d < D; ++d) {
         const float v = k < K ? w[k * D + d] : 0.f;
         dst[d * kPanel + j] = v;
-        norm = __builtin_fmaf(v, v, norm);
+        norm += v * v;
       }
       norms[p * kPanel + j] = k < K ? norm : kInf;
     }
@@ -157,6 +166,23 @@ void argmin_rows(const float* x, int64_t rows, int64_t D, const float* panels, c
   }
 }
 
+// sum_d (x_d - w_d)^2 for each row and its chosen code: lane-wise partial sums, then the lanes in order.
+void sqdist_rows(const float* x, int64_t rows, int64_t D, const float* w, const int64_t* index, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D;
+    const float* wr = w + index[r] * D;
+    VF acc = vzero();
+    int64_t d = 0;
+    for (; d + kLanes <= D; d += kLanes) {
+      const VF diff = vload(xr + d) - vload(wr + d);
+      acc = vfmadd(diff, diff, acc);
+    }
+    float s = hsum(acc);
+    for (; d < D; ++d) s += (xr[d] - wr[d]) * (xr[d] - wr[d]);
+    out[r] = s;
+  }
+}
+
 }  // namespace
 
 #define KVQ_CAT2(a, b) a##b
@@ -164,7 +190,7 @@ void argmin_rows(const float* x, int64_t rows, int64_t D, const float* panels, c
 #define KVQ_STR2(a) #a
 #define KVQ_STR(a) KVQ_STR2(a)
 
-const AssignKernels KVQ_CAT(assign_kernels_, KVQ_ISA) = {KVQ_STR(KVQ_ISA), kPanel, kRows, kLanes, &pack,
-                                                         &argmin_rows};
+const AssignKernels KVQ_CAT(assign_kernels_, KVQ_ISA) = {KVQ_STR(KVQ_ISA), kPanel,       kRows,       kLanes,
+                                                         &pack,            &argmin_rows, &sqdist_rows};
 
 }  // namespace kvq::cpu

@@ -19,6 +19,9 @@ struct AssignKernels {
   // minimising ||w||^2 - 2 x.w, ties to the lowest index; rows with NaN get index 0.
   void (*argmin_rows)(const float* x, int64_t rows, int64_t D, const float* panels, const float* norms,
                       int64_t num_panels, float* scratch_val, int32_t* scratch_idx, int64_t* out_index);
+  // The exact squared distance sum_d (x_d - w_{index,d})^2 of each of `rows` rows to its chosen code
+  // (w: the K x D codebook, row-major).
+  void (*sqdist_rows)(const float* x, int64_t rows, int64_t D, const float* w, const int64_t* index, float* out);
 };
 
 extern const AssignKernels assign_kernels_generic;

@@ -13,6 +13,10 @@
 namespace kvq::cpu {
 namespace {
 
+// Below this many float operations a parallel region costs more than it saves.
+constexpr int64_t kParallelGrain = 1 << 16;
+int64_t grain_rows(int64_t work_per_row) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, work_per_row)); }
+
 // Rows of `width` floats (D sums and the count) for K codes laid out on `grid`, axis 0 fastest.
 struct GridRows {
   std::vector<int64_t> grid;
@@ -31,7 +35,7 @@ void axis_pass(const GridRows& g, int64_t axis, const std::vector<float>& taps, 
   const int64_t size = g.grid[axis];
   const int64_t outer = g.codes() * g.width / (inner * size);
   const int64_t radius = static_cast<int64_t>(taps.size()) - 1;
-  at::parallel_for(0, outer * size, 8, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, outer * size, grain_rows(inner), [&](int64_t b, int64_t e) {
     for (int64_t oi = b; oi < e; ++oi) {
       const int64_t o = oi / size, i = oi % size;
       float* dst = out + (o * size + i) * inner;
@@ -40,7 +44,7 @@ void axis_pass(const GridRows& g, int64_t axis, const std::vector<float>& taps, 
       for (int64_t j = j0; j <= j1; ++j) {
         const float wgt = taps[std::abs(i - j)];
         const float* src = in + (o * size + j) * inner;
-        for (int64_t l = 0; l < inner; ++l) dst[l] = std::fma(wgt, src[l], dst[l]);
+        for (int64_t l = 0; l < inner; ++l) dst[l] += wgt * src[l];
       }
     }
   });
@@ -61,7 +65,7 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
   const int64_t dims = static_cast<int64_t>(g.grid.size()), K = g.codes(), W = g.width;
   int64_t radius = 0;
   for (int64_t s : g.grid) radius = std::max(radius, exponential_radius(rate, s));
-  at::parallel_for(0, K, 4, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, K, grain_rows(W * (2 * radius + 1)), [&](int64_t b, int64_t e) {
     std::vector<int64_t> c(dims), lo(dims), hi(dims), j(dims);
     for (int64_t k = b; k < e; ++k) {
       for (int64_t a = 0, r = k; a < dims; ++a) {
@@ -83,7 +87,7 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
         const float wgt = std::exp(-std::sqrt(static_cast<float>(d2)) * static_cast<float>(rate));
         if (wgt > 0.f) {
           const float* src = in.data() + code * W;
-          for (int64_t l = 0; l < W; ++l) dst[l] = std::fma(wgt, src[l], dst[l]);
+          for (int64_t l = 0; l < W; ++l) dst[l] += wgt * src[l];
         }
         int64_t a = 0;
         while (a < dims && j[a] == hi[a]) j[a] = lo[a], ++a;
@@ -125,7 +129,7 @@ std::vector<uint8_t> gaussian_written(const GridRows& g, const float* counts, do
 
 bool all_finite(const float* p, int64_t n) {
   return at::parallel_reduce(
-      0, n, 4096, true,
+      0, n, kParallelGrain, true,
       [&](int64_t b, int64_t e, bool ok) {
         for (int64_t i = b; i < e && ok; ++i) ok = std::isfinite(p[i]);
         return ok;
@@ -191,7 +195,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
       total += n[k];
     }
     const double scale = total / (total + static_cast<double>(K) * eps);
-    at::parallel_for(0, K, 64, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, K, grain_rows(D), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const float smoothed = static_cast<float>((static_cast<double>(n[k]) + eps) * scale);
         n[k] = smoothed;
@@ -204,7 +208,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
     });
   } else {
     // Codes with no (neighbourhood-weighted) writes keep N, m and w; the others are not smoothed.
-    at::parallel_for(0, K, 64, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, K, grain_rows(D), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const float c = mixed[k * W + D];
         if (c == 0.f || (!written.empty() && !written[k])) continue;
