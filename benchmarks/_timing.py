@@ -49,12 +49,16 @@ def time_call(fn: Fn, device: torch.device, repeats: int, warmup: int = 2, min_s
     """Median and min seconds per call of `fn` after `warmup` calls.
 
     Short calls are batched so one sample lasts at least `min_sample_s` (timer and launch granularity).
+    A call slower than a quarter of `max_total_s` ends the warm-up early.
     Sampling stops early, after at least 3 samples, once it has taken `max_total_s`, so slow baselines
     do not dominate the run; `samples` records how many were taken.
     """
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
-    _sync(device)
+        _sync(device)
+        if time.perf_counter() - t0 > max_total_s / 4:  # one slow call warms up enough
+            break
     first = _sample_s(fn, 1, device)
     calls = max(1, math.ceil(min_sample_s / max(first, 1e-9)))
     samples = [first] if calls == 1 else []  # a slow call's calibration run is a valid sample
@@ -155,6 +159,31 @@ def run_json_children(argvs: Sequence[Sequence[str]], parallel: int, timeout_s: 
     return results
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes on the machine have used so far (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def other_load(out: dict[str, Any]) -> Iterator[None]:
+    """Sets out["other_load_cores"]: mean cores kept busy by other processes (or the hypervisor) meanwhile.
+
+    Timings taken while this is well above 0 are skewed; the ratios to the reference rates only partly
+    absorb it, since the load changes during the run.
+    """
+    t0, busy0, own0 = time.perf_counter(), machine_busy_s(), time.process_time()
+    yield
+    busy1 = machine_busy_s()
+    if busy0 is not None and busy1 is not None:
+        others = (busy1 - busy0) - (time.process_time() - own0)
+        out["other_load_cores"] = max(0.0, others) / (time.perf_counter() - t0)
+
+
 @contextlib.contextmanager
 def fp32_matmul_precision(tf32: bool) -> Iterator[None]:
     """Allows (or forbids) TF32 tensor cores for fp32 CUDA matmuls inside the block."""
@@ -215,7 +244,6 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cores_available": available_cores(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}", "cuda_available": torch.cuda.is_available(),
-        "load_average_1m": os.getloadavg()[0],  # other work on the machine skews every figure
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

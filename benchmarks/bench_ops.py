@@ -53,7 +53,7 @@ class Sizes:
 
 FULL = Sizes(assign=((65536, 512), (65536, 4096)), assign_cuda_extra=((262144, 512), (4096, 512)),
              stats=(65536, 512), grids=((32, 16), (64, 64), (128, 128), (256, 256)), gemm_n={"cpu": 2048, "cuda": 8192},
-             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=4096, min_target_n=65536, warmup=2, max_case_s=4.0)
+             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=16384, min_target_n=65536, warmup=2, max_case_s=4.0)
 QUICK = Sizes(assign=((4096, 64), (4096, 512)), assign_cuda_extra=((16384, 512),), stats=(4096, 64),
               grids=((8, 8), (256, 256)), gemm_n={"cpu": 512, "cuda": 2048},
               copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, isa_n=1024, min_target_n=4096, warmup=1,
@@ -258,7 +258,8 @@ def _same_shape_mm_gflops(b: Bench, n: int, k: int) -> float:
 
 
 def _isa_rates(b: Bench, n: int, k: int, mm_gflops: float) -> dict[str, Any]:
-    """Native assign rate per CPU kernel, at N = min(n, isa_n): the rate hardly depends on N."""
+    """Native assign rate per CPU kernel, at N = min(n, isa_n) because the scalar kernel is slow (the rate
+    still grows a little with N, so compare the ISA rows with each other, not with the main rows)."""
     n = min(n, b.sizes.isa_n)
     fn = build_assign({"n": n, "k": k, "way": "native"}, b.device)
     out = {}
@@ -373,14 +374,16 @@ def fill_cpu_memory(b: Bench, parallel: int) -> None:
 
 def bench_device(device: torch.device, sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
     b = Bench(device, sizes, args.repeats, args.threads, [])
-    log(f"{device.type}: reference rates")
-    ref = bench_reference(b)
-    log(f"{device.type}: assign")
-    out = {"reference": ref, "assign": bench_assign(b, ref["gemm_fp32"]["gflops"])}
-    log(f"{device.type}: cluster_stats")
-    out["cluster_stats"] = bench_cluster_stats(b, ref["copy"]["gbps"])
-    log(f"{device.type}: som_update_")
-    out["som_update"] = bench_som(b, int(args.dense_budget_gib * GIB))
+    out: dict[str, Any] = {}
+    with tm.other_load(out):
+        log(f"{device.type}: reference rates")
+        out["reference"] = ref = bench_reference(b)
+        log(f"{device.type}: assign")
+        out["assign"] = bench_assign(b, ref["gemm_fp32"]["gflops"])
+        log(f"{device.type}: cluster_stats")
+        out["cluster_stats"] = bench_cluster_stats(b, ref["copy"]["gbps"])
+        log(f"{device.type}: som_update_")
+        out["som_update"] = bench_som(b, int(args.dense_budget_gib * GIB))
     if device.type == "cpu":
         log(f"cpu: peak memory of {len(b.cpu_memory)} ways, one fresh process each")
         fill_cpu_memory(b, parallel=min(4, tm.available_cores()))
@@ -421,73 +424,98 @@ def _mib(res: dict[str, Any]) -> str:
     return "—" if b is None else f"{b / MIB:.1f}"
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    m = doc["machine"]
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _md_header(doc: dict[str, Any]) -> list[str]:
+    m, info = doc["machine"], doc["build_info"]
     gpu = f", {m['gpu_name']}" if m.get("gpu_name") else ""
     lines = [f"# kohonen_vq op benchmark{' (QUICK: smoke-test sizes, figures not meaningful)' if doc['quick'] else ''}",
              "", f"{m['cpu_model']} ({m['cores_available']} cores, {m['torch_threads']} torch threads){gpu}; "
-             f"torch {m['torch']}; kohonen_vq {doc['build_info']['version']} (CPU ISA "
-             f"{doc['build_info']['cpu_isa']}); {doc['created_utc']}; run took {doc['elapsed_s']:.0f} s; 1-min load "
-             f"average at start {m['load_average_1m']:.2f} (anything above ~0.1 means other work skewed the figures).",
-             "Times are medians (ms); speed-ups are median / median of the same run.", "",
-             "## Targets", "", "| device | target | case | value | threshold | result |", "|---|---|---|---|---|---|"]
-    lines += [f"| {t['device']} | {t['target']} | {t['case']} | {t['value']:.2f} | ≥ {t['threshold']} | "
-              f"{'PASS' if t['pass'] else 'FAIL'} |" for t in doc["targets"]]
-    lines += ["", "## Reference rates", "", "| device | GEMM n | fp32 GFLOP/s | TF32 GFLOP/s | bf16 GFLOP/s | copy GB/s |",
-              "|---|---|---|---|---|---|"]
-    devs = {d: r for d, r in doc["devices"].items() if "skipped" not in r}
+             f"torch {m['torch']}; kohonen_vq {info['version']} (CPU ISA {info['cpu_isa']}); {doc['created_utc']}; "
+             f"run took {doc['elapsed_s']:.0f} s.",
+             "Times are medians (ms); speed-ups are median / median of the same run."]
+    lines += [f"Other processes kept {r['other_load_cores']:.2f} of {m['cores_available']} cores busy on average "
+              f"during the {d} timings{' (figures skewed)' if r['other_load_cores'] > 0.1 else ''}."
+              for d, r in doc["devices"].items() if "other_load_cores" in r]
+    return lines + [f"Not run: {d}: {r['skipped']}." for d, r in doc["devices"].items() if "skipped" in r]
+
+
+def _md_reference(devs: dict[str, Any]) -> list[str]:
+    rows = []
     for dev, r in devs.items():
         ref = r["reference"]
         ctx = [f"{ref[k]['gflops']:.0f}" if k in ref else "—" for k in ("gemm_tf32", "gemm_bf16")]
-        lines.append(f"| {dev} | {ref['gemm_fp32']['n']} | {ref['gemm_fp32']['gflops']:.0f} | {ctx[0]} | {ctx[1]} | "
-                     f"{ref['copy']['gbps']:.1f} |")
-    lines += ["", "## assign (D = 64)", "", "| device | N | K | native ms | GFLOP/s | × fp32 mm | mm at this shape GFLOP/s "
-              "| expand ms | addmm ms | cdist ms | speed-up vs best | native MiB | best torch MiB | index agreement |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        fp32 = ref["gemm_fp32"]
+        rows.append([dev, fp32["n"], f"{fp32['gflops']:.0f}", *ctx, f"{ref['copy']['gbps']:.1f}"])
+    return _table("Reference rates", ["device", "GEMM n", "fp32 GFLOP/s", "TF32 GFLOP/s", "bf16 GFLOP/s", "copy GB/s"],
+                  rows)
+
+
+def _md_assign(devs: dict[str, Any]) -> list[str]:
+    rows = []
     for dev, r in devs.items():
         for a in r["assign"]:
-            t = a["torch"]
-            lines.append(f"| {dev} | {a['n']} | {a['k']} | {_ms(a['native'])} | {a['native']['gflops']:.0f} | "
-                         f"{a['native']['ratio_to_mm']:.2f} | {a['mm_same_shape_gflops']:.0f} | {_ms(t['expand'])} | "
-                         f"{_ms(t['addmm'])} | {_ms(t['cdist'])} | {a['speedup_vs_best_torch']:.2f} ({a['best_torch']}) | "
-                         f"{_mib(a['native'])} | {_mib(t[a['best_torch']])} | "
-                         f"{a['check_vs_addmm']['index_agreement']:.5f} |")
-    isa_rows = [(a, isa, v) for a in devs.get("cpu", {}).get("assign", []) for isa, v in a["isa"].items()]
-    if isa_rows:
-        lines += ["", "### assign per CPU kernel (set_cpu_isa)", "", "| N | K | ISA | ms | GFLOP/s | × fp32 mm |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {v['n']} | {a['k']} | {isa} | {_ms(v)} | {v['gflops']:.0f} | {v['ratio_to_mm']:.2f} |"
-                  for a, isa, v in isa_rows]
-    lines += ["", "## cluster_stats (D = 64)", "", "| device | N | K | native ms | GB/s (x read once) | × copy GB/s | "
-              "one-hot ms | speed-up | index_add ms | speed-up | native MiB | one-hot MiB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for dev, r in devs.items():
-        for c in r["cluster_stats"]:
-            lines.append(f"| {dev} | {c['n']} | {c['k']} | {_ms(c['native'])} | {c['native_gbps']:.1f} | "
-                         f"{c['native_ratio_to_copy']:.2f} | {_ms(c['one_hot'])} | {c['speedup_vs_one_hot']:.1f} | "
-                         f"{_ms(c['index_add'])} | {c['speedup_vs_index_add']:.1f} | {_mib(c['native'])} | "
-                         f"{_mib(c['one_hot'])} |")
-    lines += ["", "## som_update_ (D = 64, shrink 0 so A^(t) stays at t = 0)", "",
-              "| device | K (grid) | neighbourhood | native ms | torch dense ms | speed-up | native MiB | dense MiB |",
-              "|---|---|---|---|---|---|---|---|"]
+            t, nat = a["torch"], a["native"]
+            rows.append([dev, a["n"], a["k"], _ms(nat), f"{nat['gflops']:.0f}", f"{nat['ratio_to_mm']:.2f}",
+                         f"{a['mm_same_shape_gflops']:.0f}", *(_ms(t[w]) for w in ASSIGN_TORCH_WAYS),
+                         f"{a['speedup_vs_best_torch']:.2f} ({a['best_torch']})", _mib(nat), _mib(t[a["best_torch"]]),
+                         f"{a['check_vs_addmm']['index_agreement']:.5f}"])
+    header = ["device", "N", "K", "native ms", "GFLOP/s", "× fp32 mm", "mm at this shape GFLOP/s",
+              *(f"{w} ms" for w in ASSIGN_TORCH_WAYS), "speed-up vs best", "native MiB", "best torch MiB",
+              "index agreement"]
+    lines = _table("assign (D = 64)", header, rows)
+    isa = [[v["n"], a["k"], name, _ms(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
+           for a in devs.get("cpu", {}).get("assign", []) for name, v in a["isa"].items()]
+    if isa:
+        lines += _table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "GFLOP/s", "× fp32 mm"], isa)
+    return lines
+
+
+def _md_cluster_stats(devs: dict[str, Any]) -> list[str]:
+    rows = [[dev, c["n"], c["k"], _ms(c["native"]), f"{c['native_gbps']:.1f}", f"{c['native_ratio_to_copy']:.2f}",
+             _ms(c["one_hot"]), f"{c['speedup_vs_one_hot']:.3g}", _ms(c["index_add"]),
+             f"{c['speedup_vs_index_add']:.3g}", _mib(c["native"]), _mib(c["one_hot"])]
+            for dev, r in devs.items() for c in r["cluster_stats"]]
+    return _table("cluster_stats (D = 64)", ["device", "N", "K", "native ms", "GB/s (x read once)", "× copy GB/s",
+                                             "one-hot ms", "speed-up", "index_add ms", "speed-up", "native MiB",
+                                             "one-hot MiB"], rows)
+
+
+def _md_som(devs: dict[str, Any]) -> list[str]:
+    rows, skipped = [], []
     for dev, r in devs.items():
         for s in r["som_update"]:
             td = s["torch_dense"]
             if "time" in td:
-                dense, speed = _ms(td), f"{s['speedup_vs_dense']:.1f}"
+                dense, speed = _ms(td), f"{s['speedup_vs_dense']:.3g}"
             elif "estimate_median_s" in td:
-                dense, speed = f"~{td['estimate_median_s'] * 1e3:.3g} (estimate)", f"~{s['speedup_vs_dense_estimate']:.0f} (estimate)"
+                dense = f"~{td['estimate_median_s'] * 1e3:.3g} (estimate)"
+                speed = f"~{s['speedup_vs_dense_estimate']:.3g} (estimate)"
             else:
                 dense, speed = "skipped", "—"
-            lines.append(f"| {dev} | {s['k']} ({'x'.join(map(str, s['grid']))}) | {s['neighbourhood']} | "
-                         f"{_ms(s['native'])} | {dense} | {speed} | {_mib(s['native'])} | {_mib(td)} |")
-    skipped = [f"{s['k']} {s['neighbourhood']}: {s['torch_dense']['skipped']}"
-               for r in devs.values() for s in r["som_update"] if "skipped" in s["torch_dense"]]
+            if "skipped" in td:
+                skipped.append(f"{dev} K={s['k']} {s['neighbourhood']}: {td['skipped']}")
+            grid = "x".join(map(str, s["grid"]))
+            rows.append([dev, f"{s['k']} ({grid})", s["neighbourhood"], _ms(s["native"]), dense, speed,
+                         _mib(s["native"]), _mib(td)])
+    lines = _table("som_update_ (D = 64, shrink 0 so A^(t) stays at t = 0)",
+                   ["device", "K (grid)", "neighbourhood", "native ms", "torch dense ms", "speed-up", "native MiB",
+                    "dense MiB"], rows)
     if skipped:
         lines += ["", "Dense way skipped (estimates scale the largest measured K by K²): " + "; ".join(skipped) + "."]
-    not_run = [f"{d}: {r['skipped']}" for d, r in doc["devices"].items() if "skipped" in r]
-    if not_run:
-        lines += ["", "Not run: " + "; ".join(not_run) + "."]
+    return lines
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    devs = {d: r for d, r in doc["devices"].items() if "skipped" not in r}
+    targets_rows = [[t["device"], t["target"], t["case"], f"{t['value']:.2f}", f"≥ {t['threshold']}",
+                     "PASS" if t["pass"] else "FAIL"] for t in doc["targets"]]
+    lines = (_md_header(doc)
+             + _table("Targets", ["device", "target", "case", "value", "threshold", "result"], targets_rows)
+             + _md_reference(devs) + _md_assign(devs) + _md_cluster_stats(devs) + _md_som(devs))
     return "\n".join(lines) + "\n"
 
 
@@ -525,7 +553,7 @@ def devices_to_run(choice: str, info: dict[str, Any]) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    t0, machine = time.perf_counter(), tm.machine_info()  # before the run loads the machine itself
+    t0 = time.perf_counter()
     info, sizes = kohonen_vq.build_info(), QUICK if args.quick else FULL
     devices: dict[str, Any] = {}
     for dev, reason in devices_to_run(args.device, info).items():
@@ -537,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = "cuda" if "cuda" in devices and "skipped" not in devices["cuda"] else "cpu"
     doc = {"benchmark": "kohonen_vq ops", "quick": args.quick,
            "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "command": sys.argv, "machine": machine, "build_info": info,
+           "command": sys.argv, "machine": tm.machine_info(), "build_info": info,
            "settings": {"repeats": args.repeats, "threads": args.threads, "d": D,
                         "dense_budget_bytes": int(args.dense_budget_gib * GIB), "som": SOM_ARGS,
                         "timing": "warm-up, then median and min over samples; CPU time.perf_counter, CUDA events"},
