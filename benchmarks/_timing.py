@@ -6,7 +6,6 @@ machine, so ratios stay meaningful when the machine (or its load) changes.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -14,7 +13,6 @@ import platform
 import re
 import resource
 import statistics
-import subprocess
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -51,7 +49,8 @@ def time_call(fn: Fn, device: torch.device, repeats: int, warmup: int = 2, min_s
     Short calls are batched so one sample lasts at least `min_sample_s` (timer and launch granularity).
     A call slower than a quarter of `max_total_s` ends the warm-up early.
     Sampling stops early, after at least 3 samples, once it has taken `max_total_s`, so slow baselines
-    do not dominate the run; `samples` records how many were taken.
+    do not dominate the run; a call longer than `max_total_s` is sampled once (its length dwarfs the timer's
+    granularity). `samples` records how many were taken.
     """
     for _ in range(warmup):
         t0 = time.perf_counter()
@@ -62,8 +61,9 @@ def time_call(fn: Fn, device: torch.device, repeats: int, warmup: int = 2, min_s
     first = _sample_s(fn, 1, device)
     calls = max(1, math.ceil(min_sample_s / max(first, 1e-9)))
     samples = [first] if calls == 1 else []  # a slow call's calibration run is a valid sample
+    wanted = 1 if first > max_total_s else repeats
     t0 = time.perf_counter()
-    while len(samples) < repeats:
+    while len(samples) < wanted:
         samples.append(_sample_s(fn, calls, device))
         if len(samples) >= 3 and time.perf_counter() - t0 > max_total_s:
             break
@@ -131,32 +131,6 @@ def fresh_process_map(fn: Callable[[Any], Any], items: Sequence[Any], parallel: 
     ctx.set_forkserver_preload(list(preload))
     with ctx.Pool(parallel, maxtasksperchild=1) as pool:
         return pool.map_async(fn, items, chunksize=1).get(timeout_s)
-
-
-def run_json_children(argvs: Sequence[Sequence[str]], parallel: int, timeout_s: float = 600.0) -> list[dict]:
-    """Runs each command in a fresh process (`parallel` at a time); each prints one JSON object last."""
-    results: list[dict] = [{} for _ in argvs]
-    pending = list(enumerate(argvs))
-    running: list[tuple[int, subprocess.Popen, float]] = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            i, argv = pending.pop(0)
-            proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            running.append((i, proc, time.monotonic()))
-        i, proc, started = running.pop(0)
-        try:
-            out, err = proc.communicate(timeout=max(1.0, timeout_s - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            results[i] = {"error": f"timed out after {timeout_s:.0f} s"}
-            continue
-        lines = out.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            results[i] = {"error": f"exit {proc.returncode}: {err.strip()[-500:]}"}
-        else:
-            results[i] = json.loads(lines[-1])
-    return results
 
 
 def machine_busy_s() -> float | None:
@@ -232,6 +206,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def devices_to_run(choice: str, cuda_built: bool) -> dict[str, str | None]:
+    """"cpu" and "cuda" -> None to run it, or why it is not run (its targets are then listed as not run)."""
+    cuda_missing = ("no CUDA device" if not torch.cuda.is_available()
+                    else "native library built without CUDA kernels" if not cuda_built else None)
+    if choice == "cuda" and cuda_missing:
+        raise SystemExit(f"--device cuda impossible: {cuda_missing}")
+    return {"cpu": None if choice in ("cpu", "all") else f"not requested (--device {choice})",
+            "cuda": cuda_missing or (None if choice in ("cuda", "all") else f"not requested (--device {choice})")}
 
 
 def available_cores() -> int:

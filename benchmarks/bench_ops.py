@@ -1,5 +1,6 @@
 """Op benchmark of kohonen_vq: assign, cluster_stats and som_update_ next to this machine's torch.mm rate,
-copy bandwidth and the plain-PyTorch ways of doing the same work (METHOD.md §1-3).
+copy bandwidth, the plain-PyTorch ways of doing the same work (METHOD.md §1-3), vector_quantize_pytorch's
+distance computation and faiss (IndexFlatL2, k = 1, CPU).
 
     .venv/bin/python benchmarks/bench_ops.py [--quick] [--device cpu|cuda|all] [--repeats R] [--out PATH]
 
@@ -9,12 +10,11 @@ a Markdown summary with the target checks next to it. benchmarks/README.md expla
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
+import importlib.metadata
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report as rp  # noqa: E402
 import _timing as tm  # noqa: E402
 
 import kohonen_vq  # noqa: E402
@@ -31,36 +32,48 @@ D = 64
 # shrink = 0 keeps A^(t) at its t = 0 form (the widest Gaussian), so every repeat times the same work.
 SOM_ARGS = {"shrink": 0.0, "sigma": 1.0, "decay": 0.99, "eps": 1e-5}
 NEIGHBOURHOODS = ("none", "hard", "gaussian")
-ASSIGN_TORCH_WAYS = ("expand", "addmm", "cdist")
-TARGETS = {"assign_vs_mm": 0.8, "assign_vs_torch": 1.5, "cluster_stats_vs_one_hot": 30.0}
+TORCH_WAYS = ("expand", "addmm", "cdist")  # plain torch; expand is the authors' dense formula
+ASSIGN_BASELINES = {"cpu": (*TORCH_WAYS, "vqp", "faiss"), "cuda": (*TORCH_WAYS, "vqp")}  # faiss-cpu has no GPU
+STATS_BASELINES = ("one_hot", "index_add")
+# Peak extra memory of each baseline in N x K fp32 buffers (measured at N = 65536, K = 1024), so a case
+# over the memory budget is skipped before it runs; one_hot holds int64 and fp32 N x K one-hot matrices.
+NK_BUFFERS = {"expand": 2, "addmm": 1, "cdist": 1, "vqp": 3, "faiss": 0, "one_hot": 3, "index_add": 0}
+# A way slower than max_case_s per call runs about twice: one timed call without warm-up (the smaller
+# cases warmed it up) and one call in its memory process.
+SLOW_CALLS = 2
 MIB = 2**20
 GIB = 2**30
 
 
 @dataclass(frozen=True)
 class Sizes:
-    assign: tuple[tuple[int, int], ...]  # (N, K), every device
-    assign_cuda_extra: tuple[tuple[int, int], ...]
-    stats: tuple[int, int]  # (N, K)
-    grids: tuple[tuple[int, ...], ...]
+    n: tuple[int, ...]  # assign and cluster_stats run every N x K
+    k: tuple[int, ...]
+    grids: tuple[tuple[int, ...], ...]  # som_update_
+    headline: tuple[int, int]  # (N, K) of the issue's GPU assign targets: the VQ-VAE-2 bottom, K = 512
     gemm_n: dict[str, int]  # per device type
     copy_bytes: dict[str, int]
     isa_n: int  # N of the per-ISA assign timings: the scalar fallback is slow
-    min_target_n: int  # smaller assign cases are latency figures, not judged against the targets
     warmup: int
     max_case_s: float  # sampling time cap per measured way
+    budget_bytes: int  # a baseline needing more N x K or K x K memory is skipped
+    max_baseline_s: float  # a baseline whose measuring would take longer is skipped
+
+    def cases(self) -> list[tuple[int, int]]:
+        return [(n, k) for n in self.n for k in self.k]
 
 
-FULL = Sizes(assign=((65536, 512), (65536, 4096)), assign_cuda_extra=((262144, 512), (4096, 512)),
-             stats=(65536, 512), grids=((32, 16), (64, 64), (128, 128), (256, 256)), gemm_n={"cpu": 2048, "cuda": 8192},
-             copy_bytes={"cpu": 256 * MIB, "cuda": GIB}, isa_n=16384, min_target_n=65536, warmup=2, max_case_s=4.0)
-QUICK = Sizes(assign=((4096, 64), (4096, 512)), assign_cuda_extra=((16384, 512),), stats=(4096, 64),
-              grids=((8, 8), (256, 256)), gemm_n={"cpu": 512, "cuda": 2048},
-              copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, isa_n=1024, min_target_n=4096, warmup=1,
-              max_case_s=0.1)
+FULL = Sizes(n=(4096, 65536, 262144), k=(512, 4096, 65536), grids=((32, 16), (64, 64), (128, 128), (256, 256)),
+             headline=(262144, 512), gemm_n={"cpu": 2048, "cuda": 8192}, copy_bytes={"cpu": 256 * MIB, "cuda": GIB},
+             isa_n=16384, warmup=2, max_case_s=4.0, budget_bytes=4 * GIB, max_baseline_s=60.0)
+# The quick budget is small enough that some baselines are skipped, so the smoke test covers that path.
+QUICK = Sizes(n=(1024, 4096), k=(512,), grids=((8, 8), (256, 256)), headline=(4096, 512),
+              gemm_n={"cpu": 512, "cuda": 2048}, copy_bytes={"cpu": 16 * MIB, "cuda": 64 * MIB}, isa_n=1024,
+              warmup=1, max_case_s=0.1, budget_bytes=16 * MIB, max_baseline_s=60.0)
 
 Fn = Callable[[], Any]
 Spec = dict[str, Any]
+Row = dict[str, Any]
 _T0 = time.perf_counter()
 
 
@@ -74,6 +87,24 @@ def log(msg: str) -> None:
 def _randn(*shape: int, seed: int, device: torch.device) -> torch.Tensor:
     # Generated on the CPU so every device and every process sees the same numbers.
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def _faiss_search(x: torch.Tensor, w: torch.Tensor) -> Fn:
+    import faiss
+
+    faiss.omp_set_num_threads(torch.get_num_threads())  # its OpenMP OpenBLAS follows the same setting
+    index = faiss.IndexFlatL2(D)
+    index.add(w.numpy())
+    xs = x.numpy()
+    return lambda: index.search(xs, 1)
+
+
+def _vqp_nearest(x: torch.Tensor, w: torch.Tensor) -> Fn:
+    from vector_quantize_pytorch.vector_quantize_pytorch import cdist
+
+    def vqp() -> torch.Tensor:  # EuclideanCodebook.forward: dist = -cdist(x, w), then argmax at temperature 0
+        return (-cdist(x[None], w[None])[0]).argmax(-1)
+    return vqp
 
 
 def build_assign(spec: Spec, device: torch.device) -> Fn:
@@ -98,6 +129,10 @@ def build_assign(spec: Spec, device: torch.device) -> Fn:
             v, i = torch.cdist(x, w).min(1)
             return i, v * v
         return cdist
+    if way == "vqp":
+        return _vqp_nearest(x, w)
+    if way == "faiss":
+        return _faiss_search(x, w)
     raise ValueError(f"unknown assign way {way!r}")
 
 
@@ -203,7 +238,28 @@ BUILDERS: dict[str, Callable[[Spec, torch.device], Fn]] = {
     "assign": build_assign, "cluster_stats": build_cluster_stats, "som_update": build_som}
 # Warm-up case run in a memory-measuring process before the baseline: loads kernels, thread pools and
 # GEMM buffers while staying far below the real case's peak.
-SMALL: dict[str, Spec] = {"assign": {"n": 256}, "cluster_stats": {"n": 256}, "som_update": {"grid": [8, 8]}}
+SMALL: dict[str, Spec] = {"assign": {"n": 256, "k": 64}, "cluster_stats": {"n": 256, "k": 64},
+                          "som_update": {"grid": [8, 8]}}
+
+
+def case_label(op: str, case: Spec) -> str:
+    if op == "som_update":
+        return f"K={num_codes(case['grid'])} ({'x'.join(map(str, case['grid']))}) {case['neighbourhood']}"
+    return f"N={case['n']} K={case['k']} D={D}"
+
+
+def work_units(op: str, case: Spec) -> float:
+    """What a way's time scales with: N K for assign and cluster_stats, K^2 for the dense som_update_."""
+    return float(num_codes(case["grid"]) ** 2 if op == "som_update" else case["n"] * case["k"])
+
+
+def need_bytes(spec: Spec) -> int:
+    """N x K or K x K memory a way needs (0 for kohonen_vq's own ops: never such buffers)."""
+    if spec["way"] == "native":
+        return 0
+    if spec["op"] == "som_update":
+        return dense_bytes(spec["grid"]) if spec["neighbourhood"] != "none" else 0
+    return NK_BUFFERS[spec["way"]] * spec["n"] * spec["k"] * 4
 
 
 # ---- measuring ----
@@ -214,15 +270,45 @@ class Bench:
     sizes: Sizes
     repeats: int
     threads: int
-    cpu_memory: list[tuple[dict[str, Any], Spec]]  # results still waiting for their fresh-process memory figure
+    cpu_memory: list[tuple[dict[str, Any], Spec]] = field(default_factory=list)  # awaiting a fresh process
+    # way -> (seconds per work unit, work units, case) at its largest measured case, to predict slow cases
+    pace: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    mm_rates: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    def time(self, fn: Fn) -> dict[str, Any]:
-        return tm.time_call(fn, self.device, self.repeats, self.sizes.warmup, max_total_s=self.sizes.max_case_s)
+    def _skip_reason(self, spec: Spec, estimate_s: float | None) -> str | None:
+        budget, need = self.sizes.budget_bytes, need_bytes(spec)
+        if need > budget:
+            return f"needs ~{need / MIB:.0f} MiB of N x K or K x K buffers, budget {budget / MIB:.0f} MiB"
+        if spec["way"] != "native" and estimate_s and estimate_s * SLOW_CALLS > self.sizes.max_baseline_s:
+            return (f"would take ~{estimate_s:.0f} s a call, ~{estimate_s * SLOW_CALLS:.0f} s to measure "
+                    f"(limit {self.sizes.max_baseline_s:.0f} s)")
+        return None
+
+    def _skipped(self, reason: str, key: str, estimate_s: float | None, op: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"skipped": reason}
+        if estimate_s is not None:
+            out.update(estimate_median_s=estimate_s, estimate_basis=f"ESTIMATE: measured at {self.pace[key][2]}, "
+                       f"scaled by {'K^2' if op == 'som_update' else 'N K'}")
+        return out
 
     def way(self, spec: Spec) -> dict[str, Any]:
-        """Times one way; its peak extra memory is measured now (CUDA) or later in a fresh process (CPU)."""
-        fn = BUILDERS[spec["op"]](spec, self.device)
-        res: dict[str, Any] = {"time": self.time(fn)}
+        """Times one way unless skipped; its peak extra memory is measured now (CUDA) or later in a fresh
+        process (CPU). kohonen_vq's own ops are never skipped."""
+        op, case = spec["op"], {k: v for k, v in spec.items() if k not in ("op", "way")}
+        key, units = f"{op}/{spec['way']}/{spec.get('neighbourhood', '')}", work_units(op, case)
+        estimate = self.pace[key][0] * units if key in self.pace else None
+        reason = self._skip_reason(spec, estimate)
+        try:
+            fn = BUILDERS[op](spec, self.device) if reason is None else None
+        except ImportError as err:
+            fn, reason = None, f"not installed: {err}"
+        if fn is None:
+            return self._skipped(reason, key, estimate, op)
+        slow = estimate is not None and estimate > self.sizes.max_case_s  # smaller cases warmed it up
+        res: dict[str, Any] = {"time": tm.time_call(fn, self.device, self.repeats, 0 if slow else self.sizes.warmup,
+                                                    max_total_s=self.sizes.max_case_s)}
+        if key not in self.pace or units >= self.pace[key][1]:
+            self.pace[key] = (res["time"]["median_s"] / units, units, case_label(op, case))
         if self.device.type == "cuda":
             res["peak_extra_bytes"] = tm.cuda_peak_extra_bytes(fn, self.device)
         else:
@@ -234,9 +320,24 @@ class Bench:
         """One call's outputs on freshly built inputs, for the agreement checks."""
         return BUILDERS[spec["op"]](spec, self.device)()
 
+    def mm_same_shape(self, n: int, k: int) -> dict[str, Any]:
+        """torch.mm rate at the assign shape (N x D by D x K), rows capped so its N x K output fits the budget:
+        thin GEMMs run below the square-GEMM rate, and the rate barely changes with more rows."""
+        rows = max(1, min(n, self.sizes.budget_bytes // (4 * k)))
+        if (rows, k) not in self.mm_rates:
+            x, w = _randn(rows, D, seed=1, device=self.device), _randn(k, D, seed=2, device=self.device)
+            t = tm.time_call(lambda: torch.mm(x, w.T), self.device, self.repeats, self.sizes.warmup,
+                             max_total_s=self.sizes.max_case_s)
+            self.mm_rates[rows, k] = 2 * rows * k * D / t["median_s"] / 1e9
+        return {"rows": rows, "gflops": self.mm_rates[rows, k]}
+
 
 def median(res: dict[str, Any]) -> float:
     return res["time"]["median_s"]
+
+
+def measured(res: dict[str, Any]) -> bool:
+    return "time" in res
 
 
 def bench_reference(b: Bench) -> dict[str, Any]:
@@ -250,102 +351,87 @@ def bench_reference(b: Bench) -> dict[str, Any]:
     return ref
 
 
-def _same_shape_mm_gflops(b: Bench, n: int, k: int) -> float:
-    """torch.mm rate at the assign shape (N x D by D x K): thin GEMMs run below the square-GEMM rate."""
-    x, w = _randn(n, D, seed=1, device=b.device), _randn(k, D, seed=2, device=b.device)
-    t = b.time(lambda: torch.mm(x, w.T))
-    return 2 * n * k * D / t["median_s"] / 1e9
-
-
-def _isa_rates(b: Bench, n: int, k: int, mm_gflops: float) -> dict[str, Any]:
-    """Native assign rate per CPU kernel, at N = min(n, isa_n) because the scalar kernel is slow (the rate
+def _isa_rates(b: Bench, mm_gflops: float) -> list[Row]:
+    """Native assign rate per CPU kernel and K, at N = isa_n because the scalar kernel is slow (the rate
     still grows a little with N, so compare the ISA rows with each other, not with the main rows)."""
-    n = min(n, b.sizes.isa_n)
-    fn = build_assign({"n": n, "k": k, "way": "native"}, b.device)
-    out = {}
+    n, rows = b.sizes.isa_n, []
     try:
-        for isa in kohonen_vq.build_info()["cpu_isas_supported"]:
-            ops.set_cpu_isa(isa)
-            t = b.time(fn)
-            gflops = 2 * n * k * D / t["median_s"] / 1e9
-            out[isa] = {"n": n, "time": t, "gflops": gflops, "ratio_to_mm": gflops / mm_gflops}
+        for k in b.sizes.k:
+            fn = build_assign({"n": n, "k": k, "way": "native"}, b.device)
+            for isa in kohonen_vq.build_info()["cpu_isas_supported"]:
+                ops.set_cpu_isa(isa)
+                t = tm.time_call(fn, b.device, b.repeats, b.sizes.warmup, max_total_s=b.sizes.max_case_s)
+                gflops = 2 * n * k * D / t["median_s"] / 1e9
+                rows.append({"n": n, "k": k, "isa": isa, "time": t, "gflops": gflops,
+                             "ratio_to_mm": gflops / mm_gflops})
     finally:
         ops.set_cpu_isa("auto")
-    return out
+    return rows
 
 
-def bench_assign(b: Bench, mm_gflops: float) -> list[dict[str, Any]]:
-    cases = b.sizes.assign + (b.sizes.assign_cuda_extra if b.device.type == "cuda" else ())
+def _speedups(native: dict[str, Any], baselines: dict[str, Any]) -> dict[str, float]:
+    return {w: median(r) / median(native) for w, r in baselines.items() if measured(r)}
+
+
+def _assign_check(b: Bench, spec: Spec, baselines: dict[str, Any]) -> dict[str, Any]:
+    if not measured(baselines["addmm"]):
+        return {"skipped": "addmm not measured at this size"}
+    (i_a, d_a), (i_b, d_b) = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "addmm"})
+    return {"index_agreement": (i_a == i_b).double().mean().item(),
+            "max_abs_sqdist_diff": (d_a - d_b).abs().max().item()}
+
+
+def bench_assign(b: Bench, mm_gflops: float) -> list[Row]:
     rows = []
-    for n, k in cases:
+    for n, k in b.sizes.cases():
+        log(f"{b.device.type}: assign N={n} K={k}")
         spec = {"op": "assign", "n": n, "k": k}
         native = b.way({**spec, "way": "native"})
         native["gflops"] = 2 * n * k * D / median(native) / 1e9
         native["ratio_to_mm"] = native["gflops"] / mm_gflops
-        torch_ways = {w: b.way({**spec, "way": w}) for w in ASSIGN_TORCH_WAYS}
-        best = min(torch_ways, key=lambda w: median(torch_ways[w]))
-        (i_a, d_a), (i_b, d_b) = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "addmm"})
-        row = {"n": n, "k": k, "d": D, "native": native, "torch": torch_ways, "best_torch": best,
-               "speedup_vs_best_torch": median(torch_ways[best]) / median(native),
-               "mm_same_shape_gflops": _same_shape_mm_gflops(b, n, k),
-               "check_vs_addmm": {"index_agreement": (i_a == i_b).double().mean().item(),
-                                  "max_abs_sqdist_diff": (d_a - d_b).abs().max().item()},
-               "judged": n >= b.sizes.min_target_n}
-        if b.device.type == "cpu":
-            row["isa"] = _isa_rates(b, n, k, mm_gflops)
-        rows.append(row)
+        base = {w: b.way({**spec, "way": w}) for w in ASSIGN_BASELINES[b.device.type]}
+        speedup = _speedups(native, base)
+        best = min((w for w in TORCH_WAYS if w in speedup), key=lambda w: speedup[w], default=None)
+        rows.append({"n": n, "k": k, "d": D, "native": native, "baselines": base, "speedup_vs": speedup,
+                     "best_torch": best, "mm_same_shape": b.mm_same_shape(n, k),
+                     "check_vs_addmm": _assign_check(b, spec, base)})
     return rows
 
 
-def bench_cluster_stats(b: Bench, copy_gbps: float) -> list[dict[str, Any]]:
-    n, k = b.sizes.stats
-    spec = {"op": "cluster_stats", "n": n, "k": k}
-    res = {w: b.way({**spec, "way": w}) for w in ("native", "one_hot", "index_add")}
-    gbps = n * D * 4 / median(res["native"]) / 1e9
-    (s_a, c_a), (s_b, c_b) = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "index_add"})
-    return [{"n": n, "k": k, "d": D, **res, "native_gbps": gbps, "native_ratio_to_copy": gbps / copy_gbps,
-             "speedup_vs_one_hot": median(res["one_hot"]) / median(res["native"]),
-             "speedup_vs_index_add": median(res["index_add"]) / median(res["native"]),
-             "check_vs_index_add": {"max_abs_sums_diff": (s_a - s_b).abs().max().item(),
-                                    "counts_equal": bool(torch.equal(c_a, c_b))},
-             "judged": n >= b.sizes.min_target_n}]
+def bench_cluster_stats(b: Bench, copy_gbps: float) -> list[Row]:
+    rows = []
+    for n, k in b.sizes.cases():
+        log(f"{b.device.type}: cluster_stats N={n} K={k}")
+        spec = {"op": "cluster_stats", "n": n, "k": k}
+        native = b.way({**spec, "way": "native"})
+        base = {w: b.way({**spec, "way": w}) for w in STATS_BASELINES}
+        gbps = n * D * 4 / median(native) / 1e9
+        (s_a, c_a), (s_b, c_b) = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "index_add"})
+        rows.append({"n": n, "k": k, "d": D, "native": native, "baselines": base, "speedup_vs": _speedups(native, base),
+                     "native_gbps": gbps, "native_ratio_to_copy": gbps / copy_gbps,
+                     "check_vs_index_add": {"max_abs_sums_diff": (s_a - s_b).abs().max().item(),
+                                            "counts_equal": bool(torch.equal(c_a, c_b))}})
+    return rows
 
 
-def bench_som(b: Bench, budget: int) -> list[dict[str, Any]]:
+def bench_som(b: Bench) -> list[Row]:
     rows = []
     for grid in b.sizes.grids:
+        log(f"{b.device.type}: som_update_ {'x'.join(map(str, grid))}")
         for nb in NEIGHBOURHOODS:
             spec = {"op": "som_update", "grid": list(grid), "neighbourhood": nb}
-            row: dict[str, Any] = {"grid": list(grid), "k": num_codes(grid), "d": D, "neighbourhood": nb,
-                                   "native": b.way({**spec, "way": "native"})}
-            need = dense_bytes(grid) if nb != "none" else 0
-            if need > budget:
-                row["torch_dense"] = {"skipped": f"needs {need / GIB:.1f} GiB for K x K matrices, budget "
-                                                 f"{budget / GIB:.1f} GiB (--dense-budget-gib)"}
-            else:
-                row["torch_dense"] = b.way({**spec, "way": "torch_dense"})
-                row["torch_dense"]["state_bytes"] = need // 2  # the stored distance matrix, outside the peak
-                row["speedup_vs_dense"] = median(row["torch_dense"]) / median(row["native"])
+            native, dense = b.way({**spec, "way": "native"}), b.way({**spec, "way": "torch_dense"})
+            row: Row = {"grid": list(grid), "k": num_codes(grid), "d": D, "neighbourhood": nb, "native": native,
+                        "torch_dense": dense}
+            if measured(dense):
+                dense["state_bytes"] = need_bytes({**spec, "way": "torch_dense"}) // 2  # held between calls
+                row["speedup_vs_dense"] = median(dense) / median(native)
                 cb_a, cb_b = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "torch_dense"})
                 row["check_vs_dense"] = {"max_abs_codebook_diff": (cb_a - cb_b).abs().max().item()}
+            elif "estimate_median_s" in dense:
+                row["speedup_vs_dense_estimate"] = dense["estimate_median_s"] / median(native)
             rows.append(row)
-    _estimate_skipped(rows)
     return rows
-
-
-def _estimate_skipped(rows: list[dict[str, Any]]) -> None:
-    """Dense work is O(K^2 D): scale the largest measured K of the same neighbourhood, labelled as such."""
-    for row in rows:
-        if "skipped" not in row["torch_dense"]:
-            continue
-        measured = [r for r in rows if r["neighbourhood"] == row["neighbourhood"] and "time" in r["torch_dense"]]
-        if not measured:
-            continue
-        basis = max(measured, key=lambda r: r["k"])
-        est = median(basis["torch_dense"]) * (row["k"] / basis["k"]) ** 2
-        row["torch_dense"].update(estimate_median_s=est, estimate_basis=f"ESTIMATE: K={basis['k']} measured, "
-                                  f"scaled by (K/{basis['k']})^2")
-        row["speedup_vs_dense_estimate"] = est / median(row["native"])
 
 
 def memory_case(job: tuple[Spec, int]) -> dict[str, Any]:
@@ -356,7 +442,7 @@ def memory_case(job: tuple[Spec, int]) -> dict[str, Any]:
     try:
         BUILDERS[spec["op"]]({**spec, **SMALL[spec["op"]]}, cpu)()
         fn = BUILDERS[spec["op"]](spec, cpu)
-        gc.collect()
+        gc.collect(1)  # young objects only: a full collection in a forked child touches (copies) every import
         return tm.rss_peak_extra_bytes(fn)
     except Exception as err:  # reported in the JSON next to the way instead of losing the whole run
         return {"error": repr(err)}
@@ -365,7 +451,8 @@ def memory_case(job: tuple[Spec, int]) -> dict[str, Any]:
 def fill_cpu_memory(b: Bench, parallel: int) -> None:
     """Peak extra RSS of each CPU way, each in a fresh process (the peak RSS of a process only grows)."""
     jobs = [(spec, b.threads) for _, spec in b.cpu_memory]
-    for (res, _), out in zip(b.cpu_memory, tm.fresh_process_map(memory_case, jobs, parallel, ("torch", "kohonen_vq"))):
+    preload = ("torch", "kohonen_vq", "faiss", "vector_quantize_pytorch")  # a missing one is ignored
+    for (res, _), out in zip(b.cpu_memory, tm.fresh_process_map(memory_case, jobs, parallel, preload)):
         res["peak_extra_bytes"] = out.get("peak_extra_bytes")
         if "error" in out:
             res["memory_error"] = out["error"]
@@ -373,20 +460,20 @@ def fill_cpu_memory(b: Bench, parallel: int) -> None:
 
 
 def bench_device(device: torch.device, sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
-    b = Bench(device, sizes, args.repeats, args.threads, [])
+    b = Bench(device, sizes, args.repeats, args.threads)
     out: dict[str, Any] = {}
     with tm.other_load(out):
         log(f"{device.type}: reference rates")
         out["reference"] = ref = bench_reference(b)
-        log(f"{device.type}: assign")
         out["assign"] = bench_assign(b, ref["gemm_fp32"]["gflops"])
-        log(f"{device.type}: cluster_stats")
+        if device.type == "cpu":
+            log("cpu: assign per CPU kernel")
+            out["assign_isa"] = _isa_rates(b, ref["gemm_fp32"]["gflops"])
         out["cluster_stats"] = bench_cluster_stats(b, ref["copy"]["gbps"])
-        log(f"{device.type}: som_update_")
-        out["som_update"] = bench_som(b, int(args.dense_budget_gib * GIB))
+        out["som_update"] = bench_som(b)
     if device.type == "cpu":
         log(f"cpu: peak memory of {len(b.cpu_memory)} ways, one fresh process each")
-        fill_cpu_memory(b, parallel=min(4, tm.available_cores()))
+        fill_cpu_memory(b, parallel=min(2, tm.available_cores()))
         out["memory_method"] = ("fresh process per way: peak RSS (VmHWM, reset to the current "
                                "RSS after building the inputs) after one call minus before it")
     else:
@@ -395,28 +482,133 @@ def bench_device(device: torch.device, sizes: Sizes, args: argparse.Namespace) -
     return out
 
 
-# ---- targets and report ----
+# ---- targets (issue 6, plus the earlier assign_vs_torch and cluster_stats_vs_one_hot) ----
 
-def targets(devices: dict[str, Any]) -> list[dict[str, Any]]:
+Value = Callable[[Row], "float | str"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    op: str  # the result list it reads
+    devices: tuple[str, ...]
+    compare: str
+    threshold: float
+    what: str
+    judged: Callable[[Spec, Sizes], bool]  # which cases of `op` it checks
+    value: Value | None  # a result row -> the figure, or why it was not measured
+    status: str | None = None  # a fixed result without a verdict, e.g. for a feature not built yet
+
+
+def _vs(way: str) -> Value:
+    def value(r: Row) -> float | str:
+        if way in r["speedup_vs"]:
+            return r["speedup_vs"][way]
+        return f"not measured: {way} {r['baselines'][way]['skipped']}"
+    return value
+
+
+def _vs_best_torch(r: Row) -> float | str:
+    return r["speedup_vs"][r["best_torch"]] if r["best_torch"] else "not measured: every plain-torch way skipped"
+
+
+def _peak_share(buffer_bytes: Callable[[Row], int]) -> Value:
+    def value(r: Row) -> float | str:
+        peak = r["native"].get("peak_extra_bytes")
+        return peak / buffer_bytes(r) if peak is not None else f"not measured: {r['native'].get('memory_error')}"
+    return value
+
+
+def _nk_bytes(r: Row) -> int:
+    return 4 * r["n"] * r["k"]
+
+
+def _kk_bytes(r: Row) -> int:
+    return 4 * r["k"] ** 2
+
+
+def _headline(c: Spec, s: Sizes) -> bool:
+    return (c["n"], c["k"]) == s.headline
+
+
+def _not_smallest_n(c: Spec, s: Sizes) -> bool:  # the smallest N is a latency case
+    return c["n"] > min(s.n)
+
+
+def _largest_k(c: Spec, s: Sizes) -> bool:
+    return c["k"] == max(s.k)
+
+
+def _largest_grid(c: Spec, s: Sizes) -> bool:
+    return c["grid"] == list(s.grids[-1])
+
+
+_BOTH = ("cpu", "cuda")
+TARGETS = (
+    Target("assign_vs_mm", "assign", ("cpu",), ">=", 0.8, "assign GFLOP/s (2NKD / time) over the fp32 torch.mm "
+           "GFLOP/s (square, same run)", lambda c, s: c["k"] >= 512, lambda r: r["native"]["ratio_to_mm"]),
+    Target("assign_vs_faiss", "assign", ("cpu",), ">=", 1 / 1.2, "faiss IndexFlatL2 (k = 1, same threads) time "
+           "over assign time; >= 1/1.2 is within 1.2x of faiss", lambda c, s: c["k"] >= 512, _vs("faiss")),
+    Target("assign_vs_torch", "assign", ("cpu",), ">=", 1.5, "fastest plain-torch way's time (matmul + argmin) "
+           "over assign time", _not_smallest_n, _vs_best_torch),
+    Target("assign_vs_mm", "assign", ("cuda",), ">=", 0.6, "assign GFLOP/s over the fp32 (TF32 off) torch.mm "
+           "GFLOP/s", _headline, lambda r: r["native"]["ratio_to_mm"]),
+    Target("assign_vs_torch", "assign", ("cuda",), ">=", 3.0, "fastest plain-torch way's time (matmul + argmin, "
+           "fp32) over assign time", _headline, _vs_best_torch),
+    Target("assign_fast_mode", "assign", ("cuda",), ">=", 2.0, "opt-in tensor-core (TF32/BF16) assign speed-up "
+           "over the exact fp32 one", _headline, None, status="not implemented"),
+    Target("assign_small_n_vs_mm_shape", "assign", ("cuda",), ">=", 0.5, "assign GFLOP/s over torch.mm GFLOP/s at "
+           "the same N x D by D x K shape, at the smallest N (not launch-bound)", lambda c, s: c["n"] == min(s.n),
+           lambda r: r["native"]["gflops"] / r["mm_same_shape"]["gflops"]),
+    Target("assign_memory_vs_nk", "assign", _BOTH, "<=", 0.25, "assign peak extra memory over N K fp32 bytes (an "
+           "N x K buffer of even one byte an entry gives >= 0.25)", lambda c, s: c["k"] >= 512, _peak_share(_nk_bytes)),
+    Target("cluster_stats_vs_one_hot", "cluster_stats", _BOTH, ">=", 30.0, "one-hot matmul way's time over "
+           "cluster_stats time", _not_smallest_n, _vs("one_hot")),
+    Target("cluster_stats_vs_copy_floor", "cluster_stats", ("cuda",), "<=", 3.0, "cluster_stats time over the "
+           "time to read x once at the copy rate", _not_smallest_n, lambda r: 1 / r["native_ratio_to_copy"]),
+    Target("cluster_stats_memory_vs_nk", "cluster_stats", _BOTH, "<=", 0.25, "cluster_stats peak extra memory over "
+           "N K fp32 bytes", _largest_k, _peak_share(_nk_bytes)),
+    Target("som_update_ms", "som_update", ("cuda",), "<=", 1.0, "som_update_ median time in ms",
+           lambda c, s: _largest_grid(c, s) and c["neighbourhood"] != "none", lambda r: median(r["native"]) * 1e3),
+    Target("som_update_memory_vs_kk", "som_update", _BOTH, "<=", 0.25, "som_update_ peak extra memory over K^2 fp32 "
+           "bytes", _largest_grid, _peak_share(_kk_bytes)),
+)
+
+
+def op_cases(op: str, sizes: Sizes) -> list[Spec]:
+    if op == "som_update":
+        return [{"grid": list(g), "neighbourhood": nb} for g in sizes.grids for nb in NEIGHBOURHOODS]
+    return [{"n": n, "k": k} for n, k in sizes.cases()]
+
+
+def _row_of(rows: list[Row], case: Spec) -> Row:
+    return next(r for r in rows if all(r[key] == v for key, v in case.items()))
+
+
+def targets(devices: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
+    """Every target on every device; a device not run lists its targets with the reason."""
     out = []
-
-    def add(dev: str, name: str, case: str, value: float) -> None:
-        out.append({"device": dev, "target": name, "case": case, "value": value, "threshold": TARGETS[name],
-                    "pass": value >= TARGETS[name]})
     for dev, res in devices.items():
-        if "skipped" in res:
-            continue
-        for r in (r for r in res["assign"] if r["judged"]):
-            case = f"N={r['n']} K={r['k']} D={r['d']}"
-            add(dev, "assign_vs_mm", case, r["native"]["ratio_to_mm"])
-            add(dev, "assign_vs_torch", case, r["speedup_vs_best_torch"])
-        for r in (r for r in res["cluster_stats"] if r["judged"]):
-            add(dev, "cluster_stats_vs_one_hot", f"N={r['n']} K={r['k']} D={r['d']}", r["speedup_vs_one_hot"])
+        for t in (t for t in TARGETS if dev in t.devices):
+            for case in (c for c in op_cases(t.op, sizes) if t.judged(c, sizes)):
+                label = case_label(t.op, case)
+                if t.status or "skipped" in res:
+                    out.append(rp.target_row(dev, t.name, label, None, t.threshold, t.compare, t.what,
+                                             t.status or f"not run: {res['skipped']}"))
+                    continue
+                value = t.value(_row_of(res[t.op], case))
+                figure = value if isinstance(value, float) else None
+                out.append(rp.target_row(dev, t.name, label, figure, t.threshold, t.compare, t.what,
+                                         None if figure is not None else value))
     return out
 
 
+# ---- report ----
+
 def _ms(res: dict[str, Any]) -> str:
-    return f"{median(res) * 1e3:.3g}" if "time" in res else "—"
+    if measured(res):
+        return f"{median(res) * 1e3:.3g}"
+    return f"~{res['estimate_median_s'] * 1e3:.3g} est." if "estimate_median_s" in res else "skipped"
 
 
 def _mib(res: dict[str, Any]) -> str:
@@ -424,9 +616,8 @@ def _mib(res: dict[str, Any]) -> str:
     return "—" if b is None else f"{b / MIB:.1f}"
 
 
-def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
 
 
 def _md_header(doc: dict[str, Any]) -> list[str]:
@@ -436,7 +627,8 @@ def _md_header(doc: dict[str, Any]) -> list[str]:
              "", f"{m['cpu_model']} ({m['cores_available']} cores, {m['torch_threads']} torch threads){gpu}; "
              f"torch {m['torch']}; kohonen_vq {info['version']} (CPU ISA {info['cpu_isa']}); {doc['created_utc']}; "
              f"run took {doc['elapsed_s']:.0f} s.",
-             "Times are medians (ms); speed-ups are median / median of the same run."]
+             "Times are medians (ms); speed-ups are median / median of the same run; `est.` marks an ESTIMATE for "
+             "a skipped baseline (scaled from its largest measured case, see the JSON)."]
     lines += [f"Other processes kept {r['other_load_cores']:.2f} of {m['cores_available']} cores busy on average "
               f"during the {d} timings{' (figures skewed)' if r['other_load_cores'] > 0.1 else ''}."
               for d, r in doc["devices"].items() if "other_load_cores" in r]
@@ -450,72 +642,75 @@ def _md_reference(devs: dict[str, Any]) -> list[str]:
         ctx = [f"{ref[k]['gflops']:.0f}" if k in ref else "—" for k in ("gemm_tf32", "gemm_bf16")]
         fp32 = ref["gemm_fp32"]
         rows.append([dev, fp32["n"], f"{fp32['gflops']:.0f}", *ctx, f"{ref['copy']['gbps']:.1f}"])
-    return _table("Reference rates", ["device", "GEMM n", "fp32 GFLOP/s", "TF32 GFLOP/s", "bf16 GFLOP/s", "copy GB/s"],
-                  rows)
+    return rp.table("Reference rates", ["device", "GEMM n", "fp32 GFLOP/s", "TF32 GFLOP/s", "bf16 GFLOP/s",
+                                        "copy GB/s"], rows)
 
 
 def _md_assign(devs: dict[str, Any]) -> list[str]:
-    rows = []
+    ways = ASSIGN_BASELINES["cpu"]
+    times, memory = [], []
     for dev, r in devs.items():
         for a in r["assign"]:
-            t, nat = a["torch"], a["native"]
-            rows.append([dev, a["n"], a["k"], _ms(nat), f"{nat['gflops']:.0f}", f"{nat['ratio_to_mm']:.2f}",
-                         f"{a['mm_same_shape_gflops']:.0f}", *(_ms(t[w]) for w in ASSIGN_TORCH_WAYS),
-                         f"{a['speedup_vs_best_torch']:.2f} ({a['best_torch']})", _mib(nat), _mib(t[a["best_torch"]]),
-                         f"{a['check_vs_addmm']['index_agreement']:.5f}"])
-    header = ["device", "N", "K", "native ms", "GFLOP/s", "× fp32 mm", "mm at this shape GFLOP/s",
-              *(f"{w} ms" for w in ASSIGN_TORCH_WAYS), "speed-up vs best", "native MiB", "best torch MiB",
-              "index agreement"]
-    lines = _table("assign (D = 64)", header, rows)
-    isa = [[v["n"], a["k"], name, _ms(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
-           for a in devs.get("cpu", {}).get("assign", []) for name, v in a["isa"].items()]
+            nat, base, check = a["native"], a["baselines"], a["check_vs_addmm"]
+            best = a["best_torch"]
+            times.append([dev, a["n"], a["k"], _ms(nat), f"{nat['gflops']:.0f}", f"{nat['ratio_to_mm']:.2f}",
+                          f"{a['mm_same_shape']['gflops']:.0f}", *(_ms(base[w]) if w in base else "—" for w in ways),
+                          f"{_x(a['speedup_vs'].get(best))} ({best})" if best else "—",
+                          _x(a["speedup_vs"].get("faiss")), _x(check.get("index_agreement"))])
+            memory.append([dev, a["n"], a["k"], f"{a['n'] * a['k'] * 4 / MIB:.0f}", _mib(nat),
+                           *(_mib(base[w]) if w in base else "—" for w in ways)])
+    lines = rp.table("assign (D = 64): time", ["device", "N", "K", "native ms", "GFLOP/s", "× fp32 mm",
+                                              "mm at this shape GFLOP/s", *(f"{w} ms" for w in ways),
+                                              "speed-up vs best torch", "speed-up vs faiss", "index agreement"], times)
+    lines += rp.table("assign (D = 64): peak extra memory (MiB)", ["device", "N", "K", "N×K fp32", "native",
+                                                                   *ways], memory)
+    isa = [[v["n"], v["k"], v["isa"], _ms(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
+           for v in devs.get("cpu", {}).get("assign_isa", [])]
     if isa:
-        lines += _table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "GFLOP/s", "× fp32 mm"], isa)
+        lines += rp.table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "GFLOP/s", "× fp32 mm"], isa)
     return lines
 
 
 def _md_cluster_stats(devs: dict[str, Any]) -> list[str]:
     rows = [[dev, c["n"], c["k"], _ms(c["native"]), f"{c['native_gbps']:.1f}", f"{c['native_ratio_to_copy']:.2f}",
-             _ms(c["one_hot"]), f"{c['speedup_vs_one_hot']:.3g}", _ms(c["index_add"]),
-             f"{c['speedup_vs_index_add']:.3g}", _mib(c["native"]), _mib(c["one_hot"])]
+             _ms(c["baselines"]["one_hot"]), _x(c["speedup_vs"].get("one_hot")), _ms(c["baselines"]["index_add"]),
+             _x(c["speedup_vs"].get("index_add")), _mib(c["native"]), _mib(c["baselines"]["one_hot"]),
+             _mib(c["baselines"]["index_add"])]
             for dev, r in devs.items() for c in r["cluster_stats"]]
-    return _table("cluster_stats (D = 64)", ["device", "N", "K", "native ms", "GB/s (x read once)", "× copy GB/s",
-                                             "one-hot ms", "speed-up", "index_add ms", "speed-up", "native MiB",
-                                             "one-hot MiB"], rows)
+    return rp.table("cluster_stats (D = 64)", ["device", "N", "K", "native ms", "GB/s (x read once)", "× copy GB/s",
+                                               "one-hot ms", "speed-up", "index_add ms", "speed-up", "native MiB",
+                                               "one-hot MiB", "index_add MiB"], rows)
 
 
 def _md_som(devs: dict[str, Any]) -> list[str]:
-    rows, skipped = [], []
+    rows = []
     for dev, r in devs.items():
         for s in r["som_update"]:
-            td = s["torch_dense"]
-            if "time" in td:
-                dense, speed = _ms(td), f"{s['speedup_vs_dense']:.3g}"
-            elif "estimate_median_s" in td:
-                dense = f"~{td['estimate_median_s'] * 1e3:.3g} (estimate)"
-                speed = f"~{s['speedup_vs_dense_estimate']:.3g} (estimate)"
-            else:
-                dense, speed = "skipped", "—"
-            if "skipped" in td:
-                skipped.append(f"{dev} K={s['k']} {s['neighbourhood']}: {td['skipped']}")
+            speed = (_x(s.get("speedup_vs_dense")) if "speedup_vs_dense" in s
+                     else f"~{s['speedup_vs_dense_estimate']:.3g} est." if "speedup_vs_dense_estimate" in s else "—")
             grid = "x".join(map(str, s["grid"]))
-            rows.append([dev, f"{s['k']} ({grid})", s["neighbourhood"], _ms(s["native"]), dense, speed,
-                         _mib(s["native"]), _mib(td)])
-    lines = _table("som_update_ (D = 64, shrink 0 so A^(t) stays at t = 0)",
-                   ["device", "K (grid)", "neighbourhood", "native ms", "torch dense ms", "speed-up", "native MiB",
-                    "dense MiB"], rows)
-    if skipped:
-        lines += ["", "Dense way skipped (estimates scale the largest measured K by K²): " + "; ".join(skipped) + "."]
-    return lines
+            rows.append([dev, f"{s['k']} ({grid})", s["neighbourhood"], _ms(s["native"]), _ms(s["torch_dense"]), speed,
+                         _mib(s["native"]), _mib(s["torch_dense"])])
+    return rp.table("som_update_ (D = 64, shrink 0 so A^(t) stays at t = 0)",
+                    ["device", "K (grid)", "neighbourhood", "native ms", "torch dense ms", "speed-up", "native MiB",
+                     "dense MiB"], rows)
+
+
+def _md_skipped(devs: dict[str, Any]) -> list[str]:
+    skipped = []
+    for dev, r in devs.items():
+        for op in ("assign", "cluster_stats", "som_update"):
+            for row in r[op]:
+                ways = row.get("baselines") or {"torch_dense": row["torch_dense"]}
+                skipped += [f"- {dev} {op} {case_label(op, row)} {w}: {res['skipped']}"
+                            for w, res in ways.items() if "skipped" in res]
+    return ["", "## Baselines skipped", "", *skipped] if skipped else []
 
 
 def markdown(doc: dict[str, Any]) -> str:
     devs = {d: r for d, r in doc["devices"].items() if "skipped" not in r}
-    targets_rows = [[t["device"], t["target"], t["case"], f"{t['value']:.2f}", f"≥ {t['threshold']}",
-                     "PASS" if t["pass"] else "FAIL"] for t in doc["targets"]]
-    lines = (_md_header(doc)
-             + _table("Targets", ["device", "target", "case", "value", "threshold", "result"], targets_rows)
-             + _md_reference(devs) + _md_assign(devs) + _md_cluster_stats(devs) + _md_som(devs))
+    lines = (_md_header(doc) + rp.targets_table(doc["targets"]) + _md_reference(devs) + _md_assign(devs)
+             + _md_cluster_stats(devs) + _md_som(devs) + _md_skipped(devs))
     return "\n".join(lines) + "\n"
 
 
@@ -528,26 +723,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="all = CPU, plus CUDA when available and built")
     p.add_argument("--repeats", type=int, help="timed samples per way (default 10, quick 3)")
     p.add_argument("--threads", type=int, default=tm.available_cores(), help="torch CPU threads")
-    p.add_argument("--dense-budget-gib", type=float, default=2.0,
-                   help="largest K x K memory the dense som_update way may use (default 2)")
+    p.add_argument("--baseline-budget-gib", type=float,
+                   help="largest N x K or K x K memory a baseline may need (default 4; quick 16 MiB)")
     p.add_argument("--out", type=Path, help="JSON path (the .md summary goes next to it)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 10)
     return args
 
 
-def devices_to_run(choice: str, info: dict[str, Any]) -> dict[str, str | None]:
-    """Device -> None to run it, or the reason it is skipped."""
-    cuda_missing = ("no CUDA device" if not torch.cuda.is_available()
-                    else "native library built without CUDA kernels" if not info["cuda"] else None)
-    if choice == "cuda" and cuda_missing:
-        sys.exit(f"bench_ops: --device cuda impossible: {cuda_missing}")
-    out: dict[str, str | None] = {}
-    if choice in ("cpu", "all"):
-        out["cpu"] = None
-    if choice in ("cuda", "all"):
-        out["cuda"] = cuda_missing
-    return out
+def baseline_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for dist in ("faiss-cpu", "vector-quantize-pytorch"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -555,34 +746,29 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     info, sizes = kohonen_vq.build_info(), QUICK if args.quick else FULL
+    if args.baseline_budget_gib is not None:
+        sizes = replace(sizes, budget_bytes=int(args.baseline_budget_gib * GIB))
     devices: dict[str, Any] = {}
-    for dev, reason in devices_to_run(args.device, info).items():
+    for dev, reason in tm.devices_to_run(args.device, info["cuda"]).items():
         if reason:
             devices[dev] = {"skipped": reason}
             continue
         with tm.fp32_matmul_precision(tf32=False):
             devices[dev] = bench_device(torch.device(dev), sizes, args)
-    kind = "cuda" if "cuda" in devices and "skipped" not in devices["cuda"] else "cpu"
-    doc = {"benchmark": "kohonen_vq ops", "quick": args.quick,
-           "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "command": sys.argv, "machine": tm.machine_info(), "build_info": info,
-           "settings": {"repeats": args.repeats, "threads": args.threads, "d": D,
-                        "dense_budget_bytes": int(args.dense_budget_gib * GIB), "som": SOM_ARGS,
+    kind = "cuda" if "skipped" not in devices["cuda"] else "cpu"
+    doc = {"benchmark": "kohonen_vq ops", "quick": args.quick, "created_utc": rp.now_utc(), "command": sys.argv,
+           "machine": tm.machine_info(), "build_info": info, "baseline_versions": baseline_versions(),
+           "settings": {"repeats": args.repeats, "threads": args.threads, "d": D, "sizes": asdict(sizes),
+                        "som": SOM_ARGS, "nk_buffers": NK_BUFFERS,
+                        "faiss_threads": "faiss.omp_set_num_threads(torch threads)",
                         "timing": "warm-up, then median and min over samples; CPU time.perf_counter, CUDA events"},
            "units": {"time": "s", "rate": "GFLOP/s (1e9 flop/s)", "bandwidth": "GB/s (1e9 bytes/s)",
                      "memory": "bytes", "ratio_to_mm": "op GFLOP/s / square fp32 torch.mm GFLOP/s",
-                     "speedup": "baseline median time / kohonen_vq median time"},
+                     "speedup_vs": "baseline median time / kohonen_vq median time"},
            "devices": devices}
-    doc["targets"] = targets(devices)
+    doc["targets"] = targets(devices, sizes)
     doc["elapsed_s"] = time.perf_counter() - t0
-    out = args.out or (Path(__file__).resolve().parent / "results" /
-                       f"ops-{kind}-{tm.machine_tag(kind)}{'-quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(doc, indent=1)
-    out.write_text(text + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
-    print(text)
-    print(f"bench_ops: wrote {out} and {out.with_suffix('.md').name}", file=sys.stderr)
+    rp.write(doc, markdown(doc), args.out or rp.RESULTS / f"{rp.stem('ops', kind, args.quick)}.json")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -88,10 +89,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     steps = 2 if args.quick else args.steps or (50 if device.type == "cuda" else 10)
+    load_before = os.getloadavg()[0]  # other work on the machine slows every figure but the share
+    cases = [measure(q, device, args.batch_size, steps, warmup=1 if args.quick else 3) for q in args.quantizers]
     results = {"benchmark": "train", "preset": "cifar10-vqvae", "data": "synthetic (B, 3, 32, 32) N(0, 1)",
                "device": device.type, "machine": _timing.machine_info(), "quick": args.quick,
-               "cases": [measure(q, device, args.batch_size, steps, warmup=1 if args.quick else 3)
-                         for q in args.quantizers]}
+               "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]}, "cases": cases}
     tag = _timing.machine_tag(device.type)
     out = args.out or Path(__file__).parent / "results" / f"train-{device.type}-{tag}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

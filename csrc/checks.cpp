@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 #include <sstream>
 
 namespace kvq {
@@ -139,6 +141,10 @@ Neighbourhood check_som_update_args(const at::Tensor& codebook, const at::Tensor
   TORCH_CHECK(prod == K, "kohonen_vq.som_update_: argument 'grid' ", grid, " holds ", prod,
               " nodes but the codebook has K = ", K, " codes");
   const Neighbourhood nb = parse_neighbourhood(neighbourhood);
+  for (const auto& [name, value] : {std::pair<const char*, double>{"shrink", shrink}, {"sigma", sigma},
+                                    {"base", base}, {"decay", decay}, {"eps", eps}}) {
+    TORCH_CHECK(std::isfinite(value), "kohonen_vq.som_update_: argument '", name, "' must be finite, got ", value);
+  }
   TORCH_CHECK(shrink >= 0.0, "kohonen_vq.som_update_: argument 'shrink' must be >= 0, got ", shrink);
   TORCH_CHECK(sigma > 0.0, "kohonen_vq.som_update_: argument 'sigma' must be > 0, got ", sigma);
   TORCH_CHECK(base > 0.0, "kohonen_vq.som_update_: argument 'base' must be > 0, got ", base);

@@ -60,8 +60,9 @@ def som_update_(
     ``gaussian`` (Eq. 16, sigma(t)^2 = sigma^2/(1+shrink*t)) or ``exponential``
     (exp(-||d|| (1+shrink*t)/base), the authors' code). With ``update_empty`` every code's EMAs decay
     and the counts are Laplace-smoothed (eps); without it, codes with zero mixed count keep their state.
-    On success ``step`` is incremented; if ``sums`` or ``counts`` hold NaN/Inf nothing changes but
-    ``skipped`` is incremented (detected on the device, no host synchronisation).
+    On success ``step`` is incremented; if ``sums`` or ``counts`` hold NaN/Inf, or mixing them through the
+    neighbourhood overflows float32, nothing changes but ``skipped`` is incremented (detected on the device,
+    no host synchronisation).
     """
     torch.ops.kohonen_vq.som_update_(
         codebook, ema_sums, ema_counts, step, skipped, sums, counts, list(grid), neighbourhood,

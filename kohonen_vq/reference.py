@@ -79,12 +79,15 @@ def neighbourhood_matrix(
         a = torch.exp(-sq_dist.sqrt() * growth / base)
     else:
         raise ValueError(f"unknown neighbourhood {kind!r}; expected one of {NEIGHBOURHOODS}")
+    a.fill_diagonal_(1.0)  # A_ii = 1 by definition, also where the exponent is 0 * inf
     return a.float()
 
 
 def laplace_smooth(counts: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Additive smoothing of Sec. 2.3: ``(N_k + eps) / (sum_j N_j + K eps) * sum_j N_j`` (total preserved)."""
     total = counts.sum()
+    if total == 0:  # nothing counted yet: 0, not 0/0
+        return torch.zeros_like(counts)
     return (counts + eps) / (total + counts.numel() * eps) * total
 
 

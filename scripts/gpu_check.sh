@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: build with CUDA (forced on), run every test with CUDA tests failing instead of
-# skipping, run the C++ tests with CUDA, run the GPU + CPU op benchmarks, and leave the results in OUT_DIR.
+# skipping, run the C++ tests with CUDA, run the CUDA benchmarks (benchmarks/run_all.py), and leave the
+# results in OUT_DIR.
 # Usage: bash scripts/gpu_check.sh OUT_DIR      (PYTHON=python3.12 to pick the interpreter)
 # Packages missing on the machine can travel as wheels in .whl/ (see the device notes in the README).
 set -uo pipefail
@@ -35,7 +36,8 @@ step "ctest (with CUDA)"
 run env KVQ_CUDA=ON PYTHON="$py" bash scripts/run_ctest.sh build/ctest-cuda
 
 step "benchmarks"
-run "$py" benchmarks/bench_ops.py --device all --out "$out/bench-ops.json"
+# CUDA only: the CPU suite is run by hand on the CPU machines (minutes), GPU machine time is for GPU figures.
+run "$py" benchmarks/run_all.py --device cuda --out "$out/benchmarks"
 
 step "done: status $status"
 exit "$status"

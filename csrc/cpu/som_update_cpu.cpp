@@ -84,7 +84,7 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
           code += j[a] * mult;
           mult *= g.grid[a];
         }
-        const float wgt = std::exp(-std::sqrt(static_cast<float>(d2)) * static_cast<float>(rate));
+        const float wgt = d2 == 0 ? 1.f : std::exp(-std::sqrt(static_cast<float>(d2)) * static_cast<float>(rate));
         if (wgt > 0.f) {
           const float* src = in.data() + code * W;
           for (int64_t l = 0; l < W; ++l) dst[l] += wgt * src[l];
@@ -122,7 +122,8 @@ std::vector<uint8_t> gaussian_written(const GridRows& g, const float* counts, do
   }
   std::vector<uint8_t> written(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k) {
-    written[k] = dist2[k] < kFar && static_cast<float>(std::exp(-static_cast<double>(dist2[k]) * inv_width2)) > 0.f;
+    written[k] = dist2[k] == 0 ||
+                 (dist2[k] < kFar && static_cast<float>(std::exp(-static_cast<double>(dist2[k]) * inv_width2)) > 0.f);
   }
   return written;
 }
@@ -174,13 +175,21 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
       int64_t radius = 0;
       for (int64_t s : g.grid) radius = std::max(radius, gaussian_radius(inv2, s));
       std::vector<float> taps(static_cast<size_t>(radius + 1));
-      for (int64_t d = 0; d <= radius; ++d) taps[d] = static_cast<float>(std::exp(-double(d * d) * inv2));
+      // Distance 0 weighs exactly 1 (Eq. 16), also when the width has shrunk to 0 and 0 * inf is NaN.
+      taps[0] = 1.f;
+      for (int64_t d = 1; d <= radius; ++d) taps[d] = static_cast<float>(std::exp(-double(d * d) * inv2));
       if (!update_empty) written = gaussian_written(g, C.const_data_ptr<float>(), inv2);
       separable(g, taps, mixed, tmp);
     } else {
       exponential(g, exponential_rate(base, shrink, t), mixed, tmp);
       mixed.swap(tmp);
     }
+  }
+
+  // Finite sums can still overflow float32 when neighbours are added up: such a batch is skipped too.
+  if (nb != Neighbourhood::None && !all_finite(mixed.data(), K * W)) {
+    skipped.add_(1);
+    return;
   }
 
   float* w = codebook.data_ptr<float>();
@@ -194,7 +203,8 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
       n[k] = keep * n[k] + take * mixed[k * W + D];
       total += n[k];
     }
-    const double scale = total / (total + static_cast<double>(K) * eps);
+    // With no counts at all the smoothed counts are 0 (not 0/0); w is then left as it is.
+    const double scale = total > 0.0 ? total / (total + static_cast<double>(K) * eps) : 0.0;
     at::parallel_for(0, K, grain_rows(D), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const float smoothed = static_cast<float>((static_cast<double>(n[k]) + eps) * scale);

@@ -77,7 +77,7 @@ __global__ void taps_kernel(bool gaussian, GridShape g, double sigma, double shr
     for (int a = 0; a < g.dims; ++a) r = max(r, gaussian_radius(inv2, g.size[a]));
   }
   for (int64_t d = thread_index(); d <= r; d += thread_count()) {
-    taps[d] = gaussian ? static_cast<float>(exp(-static_cast<double>(d * d) * inv2)) : 1.f;
+    taps[d] = gaussian && d > 0 ? static_cast<float>(exp(-static_cast<double>(d * d) * inv2)) : 1.f;
   }
   if (thread_index() == 0) *radius = r;
 }
@@ -137,7 +137,7 @@ __global__ void exponential_kernel(const float* __restrict__ in, float* __restri
         code += j[a] * mult;
         mult *= g.size[a];
       }
-      const float wgt = expf(-sqrtf(static_cast<float>(d2)) * rate_f);
+      const float wgt = d2 == 0 ? 1.f : expf(-sqrtf(static_cast<float>(d2)) * rate_f);
       if (wgt > 0.f) acc = fmaf(wgt, in[code * W + l], acc);
       int a = 0;
       while (a < g.dims && j[a] == hi[a]) j[a] = lo[a], ++a;
@@ -185,7 +185,7 @@ __global__ void drop_unwritten_kernel(const int64_t* __restrict__ dist2, int64_t
   const double inv2 = gaussian_inv_width2(sigma, shrink, *step);
   for (int64_t k = thread_index(); k < K; k += thread_count()) {
     const bool written =
-        dist2[k] < kFar && static_cast<float>(exp(-static_cast<double>(dist2[k]) * inv2)) > 0.f;
+        dist2[k] == 0 || (dist2[k] < kFar && static_cast<float>(exp(-static_cast<double>(dist2[k]) * inv2)) > 0.f);
     if (!written) mixed[k * W + W - 1] = 0.f;
   }
 }
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     __syncthreads();
   }
   const double total = partial[0];
-  const double scale = total / __dadd_rn(total, __dmul_rn(static_cast<double>(K), eps));
+  const double scale = total > 0.0 ? total / __dadd_rn(total, __dmul_rn(static_cast<double>(K), eps)) : 0.0;
   for (int64_t k = threadIdx.x; k < K; k += kReduceThreads) {
     n[k] = static_cast<float>((static_cast<double>(n[k]) + eps) * scale);
   }
@@ -370,6 +370,10 @@ void som_update_cuda(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema
                                                                        work.data_ptr<float>(), bad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor mixed = mix_statistics(nb, g, work, shrink, sigma, base, t, bad, stream);
+  // Finite sums can still overflow float32 when neighbours are added up: such a batch is skipped too.
+  check_finite_kernel<<<grid_stride_blocks(mixed.numel()), kBlock, 0, stream>>>(
+      mixed.const_data_ptr<float>(), mixed.numel(), nullptr, 0, bad_flag.data_ptr<int>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (nb == Neighbourhood::Gaussian && !update_empty) drop_unwritten_codes(g, C, mixed, sigma, shrink, t, bad, stream);
   update_emas(codebook, ema_sums, ema_counts, mixed, decay, eps, update_empty, bad, stream);
   advance_counters_kernel<<<1, 1, 0, stream>>>(step.data_ptr<int64_t>(), skipped.data_ptr<int64_t>(), bad);

@@ -1,6 +1,7 @@
 """Shared plumbing of the quantisers: channel handling, output tuple, grid helpers, state checks."""
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -14,6 +15,12 @@ def op_input(t: torch.Tensor) -> torch.Tensor:
     """``t`` detached, as the native ops take it: they compute in float32 and accept fp32/fp16/bf16, so
     float64 (a ``model.double()``, gradcheck) is lowered to float32."""
     return t.detach().float() if t.dtype == torch.float64 else t.detach()
+
+
+def mse_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``F.mse_loss(a, b)``, except that an empty batch gives 0 (connected to the graph) instead of the
+    NaN and warning of a mean over no elements."""
+    return F.mse_loss(a, b) if a.numel() else (a - b).square().sum()
 
 
 class VQOutput(NamedTuple):
@@ -32,11 +39,11 @@ class QuantizerBase(nn.Module):
     def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None, commitment: float, channel_dim: int):
         super().__init__()
         if int(num_codes) < 1:
-            raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+            raise ValueError(f"{type(self).__name__}: num_codes must be >= 1, got {num_codes}")
         if int(dim) < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        if not commitment >= 0:
-            raise ValueError(f"commitment must be >= 0, got {commitment}")
+            raise ValueError(f"{type(self).__name__}: dim must be >= 1, got {dim}")
+        if not (commitment >= 0 and math.isfinite(commitment)):
+            raise ValueError(f"{type(self).__name__}: commitment must be finite and >= 0, got {commitment}")
         self.num_codes, self.dim = int(num_codes), int(dim)
         self.grid = grids.resolve_grid(grid, self.num_codes)
         self.commitment = float(commitment)

@@ -3,6 +3,7 @@ optimiser through van den Oord et al.'s codebook loss, optionally with a SOM-VAE
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import torch
@@ -13,7 +14,7 @@ from .. import grid as grids
 from .. import ops
 from ..distributed import all_reduce_sum_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput, op_input
+from .base import QuantizerBase, VQOutput, mse_loss, op_input
 
 
 class GradientVQ(QuantizerBase):
@@ -46,7 +47,7 @@ class GradientVQ(QuantizerBase):
         self._step.zero_()
 
     def _codebook_loss(self, rows: torch.Tensor, indices: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(codes, rows.detach().float())
+        return mse_loss(codes, rows.detach().float())
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         rows, restore, index_shape = self._flatten(z)
@@ -58,7 +59,7 @@ class GradientVQ(QuantizerBase):
             if is_distributed():
                 all_reduce_sum_(counts)
             self._step += 1
-        loss = self._codebook_loss(rows, indices, codes) + self.commitment * F.mse_loss(rows.float(), codes.detach())
+        loss = self._codebook_loss(rows, indices, codes) + self.commitment * mse_loss(rows.float(), codes.detach())
         # straight-through, value exactly sg(w) in z's dtype (see KohonenVQ.forward)
         quantized = codes.detach().to(rows.dtype) + (rows - rows.detach())
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
@@ -86,8 +87,8 @@ class GradientSOMVQ(GradientVQ):
     def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None = None, neighbour_weight: float = 1.0,
                  commitment: float = 0.25, channel_dim: int = -1):
         super().__init__(num_codes, dim, commitment=commitment, channel_dim=channel_dim, grid=grid)
-        if not neighbour_weight >= 0:
-            raise ValueError(f"GradientSOMVQ: neighbour_weight must be >= 0, got {neighbour_weight}")
+        if not (neighbour_weight >= 0 and math.isfinite(neighbour_weight)):
+            raise ValueError(f"GradientSOMVQ: neighbour_weight must be finite and >= 0, got {neighbour_weight}")
         self.neighbour_weight = float(neighbour_weight)
         self.register_buffer("neighbours", _neighbour_table(self.grid), persistent=False)
 

@@ -1,6 +1,7 @@
 """KSOM and EMA-VQ quantisers: the codebook is learned by the native fused update, not by gradients."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..distributed import all_reduce_sum_, broadcast_from_rank0_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput, op_input
+from .base import QuantizerBase, VQOutput, mse_loss, op_input
 
 _STATE_BUFFERS = ("codebook", "ema_sums", "ema_counts")
 
@@ -30,12 +31,15 @@ class KohonenVQ(QuantizerBase):
                  channel_dim: int = -1, strict: bool = False):
         super().__init__(num_codes, dim, grid, commitment, channel_dim)
         if neighbourhood not in ops.NEIGHBOURHOODS:
-            raise ValueError(f"neighbourhood must be one of {ops.NEIGHBOURHOODS}, got {neighbourhood!r}")
+            raise ValueError(f"{type(self).__name__}: neighbourhood must be one of {ops.NEIGHBOURHOODS}, "
+                             f"got {neighbourhood!r}")
+        # Finite as well: an infinite shrink, eps or init_count makes the update evaluate inf * 0 or inf / inf
+        # and write NaN into the EMA state (NaN fails every comparison, so it is rejected too).
         for name, value, ok, bound in (("shrink", shrink, shrink >= 0, ">= 0"), ("sigma", sigma, sigma > 0, "> 0"),
                                        ("base", base, base > 0, "> 0"), ("decay", decay, 0 <= decay < 1, "in [0, 1)"),
                                        ("eps", eps, eps >= 0, ">= 0"), ("init_count", init_count, init_count >= 0, ">= 0")):
-            if not ok:
-                raise ValueError(f"{type(self).__name__}: {name} must be {bound}, got {value}")
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"{type(self).__name__}: {name} must be finite and {bound}, got {value}")
         self.neighbourhood, self.shrink, self.sigma, self.base = neighbourhood, float(shrink), float(sigma), float(base)
         self.decay, self.eps, self.init_count = float(decay), float(eps), float(init_count)
         self.update_empty, self.strict = bool(update_empty), bool(strict)
@@ -111,7 +115,7 @@ class KohonenVQ(QuantizerBase):
             counts = self._update(x, indices)
         else:
             counts = torch.zeros(self.num_codes, device=x.device).index_add_(0, indices, torch.ones_like(indices, dtype=torch.float32))
-        loss = self.commitment * F.mse_loss(rows.float(), codes)
+        loss = self.commitment * mse_loss(rows.float(), codes)
         # Straight-through estimator e + sg(w - e), written so that the value is exactly w (in z's dtype):
         # rows + (codes - rows) would carry one rounding of z's precision into the output.
         quantized = codes.to(rows.dtype) + (rows - rows.detach())

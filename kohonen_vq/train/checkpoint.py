@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,15 +60,23 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1]
-        raise CheckpointError(f"refusing to load {path!r}: it holds Python objects other than tensors, numbers, "
-                              f"strings, lists and dicts, which could run code when unpickled (torch.load with "
-                              f"weights_only=True said: {reason}). kohonen-vq loads only its own checkpoints.") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:  # not a pickle torch can read at all
+            raise CheckpointError(f"{path!r} is not a readable checkpoint: {_last_line(e)}") from None
+        raise CheckpointError(f"refusing to load {path!r}: it holds a pickled Python object ({found.group(1)}), and "
+                              f"unpickling one can run arbitrary code; kohonen-vq checkpoints hold only tensors, "
+                              f"numbers, strings, lists and dicts (torch.load weights_only=True)") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path!r} is not a readable checkpoint (truncated or not a torch file?): {e}") from None
+        raise CheckpointError(f"{path!r} is not a readable checkpoint (truncated or not a torch file?): "
+                              f"{_last_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a kohonen-vq training checkpoint (format {FORMAT!r})")
     return state
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and "documentation" not in line]
+    return lines[-1] if lines else type(error).__name__
 
 
 def rng_state() -> dict[str, Any]:

@@ -37,7 +37,7 @@ class TrainConfig:
                                        "val/; faces: celeba_hq/ and afhq/); samples needs none", metavar="DIR")
     image_size: int = _opt(32, "image side: patch size for samples, resize for imagenet/faces, 32 for cifar10",
                            metavar="PX")
-    val_limit: int | None = _opt(None, "validate on the first N validation images only (default: all)", metavar="N")
+    val_limit: int | None = _opt(None, "validate on the first N validation images only [default: all]", metavar="N")
     # model
     arch: str = _opt("vqvae", "model: vqvae (METHOD.md §4, CIFAR-10) or vqvae2 (two levels)",
                      choices=tuple(ARCHITECTURES))
@@ -48,7 +48,7 @@ class TrainConfig:
     # quantiser
     quantizer: str = _opt("ksom", "codebook learner", choices=tuple(QUANTIZERS))
     num_codes: int = _opt(512, "codebook size K (per level)", metavar="K")
-    grid: Grid | None = _opt(None, "grid of the codes, e.g. 32x16 or 512 (1D); default: the squarest 2D grid",
+    grid: Grid | None = _opt(None, "grid of the codes, e.g. 32x16 or 512 (1D) [default: the squarest 2D grid]",
                              metavar="AxB")
     neighbourhood: str = _opt("hard", "KSOM neighbourhood (none = EMA-VQ)", choices=ops.NEIGHBOURHOODS)
     shrink: float = _opt(0.1, "KSOM shrink step tau: the neighbourhood narrows as 1/(1 + tau t)", metavar="TAU")
@@ -66,13 +66,15 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "gradient-norm clipping (0: off)", metavar="NORM")
     max_steps: int = _opt(30000, "training steps", metavar="N")
     eval_every: int = _opt(1000, "validate (and checkpoint) every N steps and at the last one", metavar="N")
-    val_batch_size: int | None = _opt(None, "validation batch size (default: --batch-size)", metavar="B")
+    val_batch_size: int | None = _opt(None, "validation batch size [default: --batch-size]", metavar="B")
     seed: int = _opt(0, "seed of the initialisation and of the data order", metavar="S")
     strict_nan: bool = _opt(False, "stop on a non-finite loss or gradient instead of skipping the batch")
     # run
-    out: str | None = _opt(None, "run folder (default: runs/<preset>)", metavar="DIR")
+    out: str | None = _opt(None, "run folder [default: runs/<preset>]", metavar="DIR")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N (torchrun ranks use cuda:LOCAL_RANK)", metavar="DEV")
     workers: int = _opt(0, "DataLoader worker processes", metavar="N")
+    threads: int | None = _opt(None, "CPU threads for torch's intra-op parallelism [default: torch's choice]",
+                               metavar="N")
     progress: bool = _opt(True, "show a progress bar")
     figures: bool = _opt(True, "write PNG figures at the end")
 
@@ -101,7 +103,7 @@ class TrainConfig:
                      "max_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_limit", "val_batch_size"):
+        for name in ("val_limit", "val_batch_size", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("num_res_blocks", "workers", "seed"):
@@ -119,8 +121,8 @@ class TrainConfig:
         if self.dataset == "samples" and self.data_root is not None:
             raise ValueError("the samples dataset is built in: drop --data-root (or pick another --dataset)")
         if self.dataset != "samples" and self.data_root is None:
-            raise ValueError(f"the {self.dataset} dataset is read from disk, never downloaded: pass --data-root DIR "
-                             f"({_opt_help('data_root')})")
+            raise ValueError(f"the {self.dataset} dataset is read from disk, never downloaded: pass --data-root DIR, "
+                             f"{_ROOT_HINTS[self.dataset]}")
         try:
             resolve_grid(self.grid, self.num_codes)
         except ValueError as e:
@@ -145,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Settings that may change when a run is resumed: they do not alter what the next training step computes.
 RESUMABLE = frozenset({"max_steps", "eval_every", "val_limit", "val_batch_size", "data_root", "out", "device",
-                       "workers", "progress", "figures", "strict_nan"})
+                       "workers", "threads", "progress", "figures", "strict_nan"})
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
@@ -156,8 +158,8 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _opt_help(name: str) -> str:
-    return FIELDS[name].metadata["help"]
+_ROOT_HINTS = {"cifar10": "the folder holding cifar-10-batches-py", "imagenet": "the folder holding train/ and val/",
+               "faces": "the folder holding celeba_hq/ and afhq/"}
 
 
 def parse_grid(text: str) -> Grid | None:
@@ -188,7 +190,10 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if name == "grid":
         if isinstance(value, str):
-            return parse_grid(value)
+            try:
+                return parse_grid(value)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(str(e)) from None
         if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
         raise ValueError(f"setting 'grid' must be a list of ints or a string like '32x16', got {value!r}")
@@ -263,8 +268,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         title = _GROUPS.get(name)
         group = parser if title is None else groups.get(title) or groups.setdefault(
             title, parser.add_argument_group(title))
-        help_text = f.metadata["help"] + (f" [default: {_show(getattr(defaults, name))}]" if name not in _BY_PRESET
-                                          else " [default: set by the preset]")
+        default = getattr(defaults, name)
+        help_text = f.metadata["help"] + (" [default: set by the preset]" if name in _BY_PRESET else
+                                          "" if default is None else f" [default: {_show(default)}]")
         kind = _scalar_type(name)
         if kind is bool:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -276,14 +282,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            default=argparse.SUPPRESS, help=help_text)
 
 
-_BY_PRESET = {key for values in PRESETS.values() for key in values} | {"out"}
+_BY_PRESET = {key for values in PRESETS.values() for key in values}
 _GROUPS = {**dict.fromkeys(("dataset", "data_root", "image_size", "val_limit"), "data"),
            **dict.fromkeys(("arch", "hidden", "res_channels", "num_res_blocks", "embedding_dim"), "model"),
            **dict.fromkeys(("quantizer", "num_codes", "grid", "neighbourhood", "shrink", "sigma", "base", "decay",
                             "init_count", "update_empty", "commitment", "neighbour_weight"), "quantiser"),
            **dict.fromkeys(("lr", "batch_size", "grad_clip", "max_steps", "eval_every", "val_batch_size", "seed",
                             "strict_nan"), "optimisation"),
-           **dict.fromkeys(("out", "device", "workers", "progress", "figures"), "run")}
+           **dict.fromkeys(("out", "device", "workers", "threads", "progress", "figures"), "run")}
 
 
 def _show(value: Any) -> str:

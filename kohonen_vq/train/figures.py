@@ -47,21 +47,19 @@ def plot_curves(series: Series, path: str | os.PathLike[str], title: str, ylabel
 @torch.no_grad()
 def codebook_grid(model: nn.Module, level: str, normalization: Normalization, image_size: int,
                   tile: int = 32) -> np.ndarray:
-    """(H, W, 3) image in [0, 1]: the decoding of each code (a latent holding it everywhere), placed at the
-    code's grid position (x = first grid axis, y = the others); a 1D grid is wrapped into rows."""
+    """(H, W, 3) image in [0, 1]: the decoding of each code (a latent holding it everywhere, at most
+    ``DECODE_SIDE`` pixels wide), scaled to ``tile`` pixels and placed at the code's grid position."""
     quantizer = model.quantizers[level]
     side = min(image_size, max(DECODE_SIDE, model.downsampling))
     images = normalization.denormalize(decode_constant_codes(model, level, image_size=side).float().cpu())
     images = images.clamp(0, 1)
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
     if images.shape[-1] != tile:
         images = F.interpolate(images, size=(tile, tile), mode="area" if images.shape[-1] > tile else "nearest")
+    # Code k sits at (k mod s0, k div s0 ...): column k mod s0, row k div s0 (a 1D grid wraps every sqrt(K) codes).
     k = quantizer.num_codes
     columns = quantizer.grid[0] if len(quantizer.grid) > 1 else math.ceil(math.sqrt(k))
     codes = torch.arange(k)
-    cols = quantizer.indices_to_coords(codes)[:, 0] if len(quantizer.grid) > 1 else codes % columns
-    rows = codes // columns
+    rows, cols = codes // columns, codes % columns
     canvas = torch.ones(3, int(rows.max() + 1) * tile, columns * tile)
     for code, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
         canvas[:, r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = images[code]

@@ -81,6 +81,18 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` (None: unchanged) for the duration."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def deterministic(device: torch.device) -> Iterator[None]:
     """Deterministic algorithms on CPU, where they cost nothing; on CUDA they would need
     CUBLAS_WORKSPACE_CONFIG and forbid the atomics-based index_add_, so CUDA runs are not bit-reproducible."""

@@ -1,14 +1,16 @@
 """The training loop of ``kohonen-vq train`` (METHOD.md §5): AdamW with weight decay 0, no schedule,
 gradient-norm clipping, validation every ``eval_every`` steps, checkpoints, metrics and figures.
 
-Distributed (torchrun): the whole model is wrapped in DDP with ``broadcast_buffers=False``. DDP must see
-every parameter, because GradientVQ's codebook is one (its gradient has to be averaged like the encoder's);
-the KSOM / EMA codebooks are buffers that the quantisers keep identical themselves (rank 0's initial state is
-broadcast, then every update uses all-reduced statistics), so DDP re-broadcasting buffers before each forward
-would only add a collective per step and mask a bug that let them drift.
+Distributed (torchrun): the whole model is wrapped in DDP, without the buffer broadcast before each forward
+(``broadcast_buffers=False``; ``forward_sync_buffers=False`` in newer torch). DDP must see every parameter,
+because GradientVQ's codebook is one (its gradient has to be averaged like the encoder's). The KSOM / EMA
+codebooks are buffers that the quantisers keep identical themselves (rank 0's initial state is broadcast, then
+every update uses all-reduced statistics), so re-broadcasting them each step would only add a collective and
+hide a bug that let them drift. ``--batch-size`` is the global batch: each rank takes its share of it.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import signal
 import time
@@ -30,7 +32,7 @@ from .config import TrainConfig
 from .evaluate import evaluate
 from .figures import run_figures
 from .run_folder import RunFolder, summarize
-from .runtime import Runtime, StopSignals, deterministic, init_runtime, seed_everything, shutdown
+from .runtime import Runtime, StopSignals, cpu_threads, deterministic, init_runtime, seed_everything, shutdown
 
 
 class TrainingInterrupted(Exception):
@@ -68,6 +70,14 @@ def build(cfg: TrainConfig) -> nn.Module:
                        num_res_blocks=cfg.num_res_blocks, embedding_dim=cfg.embedding_dim, **cfg.quantizer_kwargs())
 
 
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP over every parameter, without the per-forward buffer broadcast (see the module docstring)."""
+    no_sync = ({"forward_sync_buffers": False}  # torch >= 2.14 deprecates broadcast_buffers for this
+               if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else {"broadcast_buffers": False})
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, grad_clip: float
                ) -> tuple[VAEOutput, bool]:
     """One step: forward (KSOM / EMA quantisers update their codebooks in it), backward, gradient clipping,
@@ -94,7 +104,7 @@ def train(cfg: TrainConfig, checkpoint: dict[str, Any] | None = None, overwrite:
         if runtime.is_main and checkpoint is None and not overwrite and last.exists():
             raise FileExistsError(f"{cfg.run_dir!r} already holds a run ({last}); continue it with --resume, "
                                   f"start it again with --overwrite, or pick another --out")
-        with deterministic(runtime.device), StopSignals() as stop:
+        with deterministic(runtime.device), cpu_threads(cfg.threads), StopSignals() as stop:
             return _train(cfg, checkpoint, runtime, stop)
     finally:
         shutdown(runtime)
@@ -113,8 +123,7 @@ def _train(cfg: TrainConfig, checkpoint: dict[str, Any] | None, runtime: Runtime
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = LoopState(**checkpoint["loop"])
         set_rng_state(checkpoint["rng"])
-    ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False) if runtime.distributed else model)
+    ddp = wrap_ddp(model, device) if runtime.distributed else model
     folder = RunFolder(cfg.run_dir, main, resume_step=state.step if checkpoint is not None else None)
     folder.write_json("config.json", cfg.to_dict())
     pin = device.type == "cuda"
@@ -145,22 +154,16 @@ def _train(cfg: TrainConfig, checkpoint: dict[str, Any] | None, runtime: Runtime
                 state.skipped_batches += 1
             folder.log_train_step(state.step, values[0], dict(zip(levels, values[2:])))
             bar.update(1)
-            bar.set_postfix({"loss": f"{values[0]:.4f}", **{f"ppl_{lv}": f"{p:.0f}" for lv, p in zip(levels, values[2:])}},
-                            refresh=False)
+            postfix = {"loss": f"{values[0]:.4f}", **{f"ppl_{lv}": f"{p:.0f}" for lv, p in zip(levels, values[2:])}}
+            bar.set_postfix(postfix, refresh=False)
 
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 window = torch.tensor(state.window, dtype=torch.float64, device=device)
                 if runtime.distributed:  # perplexities are global already; losses are per rank
                     dist.all_reduce(window)
                 means = (window[1:] / window[0].clamp_min(1)).tolist()
-                metrics = evaluate(model, val, device, runtime.distributed)
-                row = {"step": state.step, "train_loss": means[0], "train_recon_loss": means[1],
-                       **{k: v for k, v in metrics.items() if k.startswith("val_loss")}}
-                for i, level in enumerate(levels):
-                    row.update({f"train_perplexity_{level}": means[2 + i},
-                                **{f"{k}_{level}": metrics[f"{k}_{level}"]
-                                   for k in ("val_perplexity", "usage", "topographic_error")}})
-                row["skipped_batches"] = state.skipped_batches
+                row = metrics_row(state.step, means, evaluate(model, val, device, runtime.distributed), levels,
+                                  state.skipped_batches)
                 folder.log_row(row)
                 improved = row["val_loss"] < state.best_val_loss
                 state.best_val_loss = min(state.best_val_loss, row["val_loss"])
@@ -175,21 +178,36 @@ def _train(cfg: TrainConfig, checkpoint: dict[str, Any] | None, runtime: Runtime
             if stop.requested(runtime):
                 save_last()
                 raise TrainingInterrupted(stop.received or signal.SIGTERM, state.step, folder.last)
+        bar.close()
+
+        elapsed = time.perf_counter() - start_time
+        rows = folder.rows()
+        summary = {**summarize(rows, levels), "session_wall_s": round(elapsed, 2),  # validation time included
+                   "train_images_per_s": round((state.step - start_step) * cfg.batch_size / elapsed, 1)}
+        normalization = train_set.normalization
+        if main:
+            folder.write_json("summary.json", summary)
+            if cfg.figures and rows:
+                for level, grid in run_figures(folder.path, rows, model, normalization, cfg.image_size).items():
+                    folder.add_image(f"codebook/{level}", grid, state.step)
+            print(one_line(cfg, summary, folder.path))
     finally:
         bar.close()
         folder.close()
-
-    elapsed = time.perf_counter() - start_time
-    rows = folder.rows()
-    summary = {**summarize(rows, levels), "session_wall_s": round(elapsed, 2),
-               "train_images_per_s": round((state.step - start_step) * cfg.batch_size / elapsed, 1) if elapsed else None}
-    normalization = train_set.normalization
-    if main:
-        folder.write_json("summary.json", summary)
-        if cfg.figures and rows:
-            run_figures(folder.path, rows, model, normalization, cfg.image_size)
-        print(one_line(cfg, summary, folder.path))
     return RunResult(folder.path, summary, rows, model, normalization)
+
+
+def metrics_row(step: int, means: list[float], metrics: dict[str, float], levels: list[str], skipped: int
+                ) -> dict[str, float]:
+    """One metrics.csv row: the training means since the last row, then the validation metrics, per level."""
+    row = {"step": step, "train_loss": means[0], "train_recon_loss": means[1]}
+    row.update({k: v for k, v in metrics.items() if k.startswith("val_loss")})
+    for i, level in enumerate(levels):
+        row[f"train_perplexity_{level}"] = means[2 + i]
+        for name in ("val_perplexity", "usage", "topographic_error"):
+            row[f"{name}_{level}"] = metrics[f"{name}_{level}"]
+    row["skipped_batches"] = skipped
+    return row
 
 
 def one_line(cfg: TrainConfig, summary: dict[str, Any], folder: Path) -> str:
@@ -197,7 +215,7 @@ def one_line(cfg: TrainConfig, summary: dict[str, Any], folder: Path) -> str:
     if not summary.get("steps"):
         return f"{cfg.preset} {cfg.quantizer}: no validation yet | {folder}"
     ppl = ", ".join(f"{v:.0f}" for v in summary["final_val_perplexity"].values())
-    usage = ", ".join(f"{v:.0%}" for v in summary["final_usage"].values())
+    usage = ", ".join(f"{v:.1%}" for v in summary["final_usage"].values())
     return (f"{cfg.preset} {cfg.quantizer}: {summary['steps']} steps ({summary['train_images_per_s']} img/s) | "
             f"best val loss {summary['best_val_loss']:.5g} at step {summary['best_step']} | "
             f"steps to +10%: {summary['steps_to_10pct']} | perplexity {ppl} | usage {usage} | {folder}")
