@@ -45,3 +45,14 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Every op test runs once per device."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Runs a module's tests on one intra-op thread: tiny models and batches gain nothing from a second
+    thread and lose seconds to wake-ups on a loaded 2-core machine. Thread-count independence of the ops
+    is tested in test_ops_vs_reference."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,13 +11,7 @@ from kohonen_vq.cli import main
 from kohonen_vq.train.demo import RUNS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # A few tiny steps: on a shared 2-core machine two intra-op threads mostly wait for each other (3-5x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,15 +11,12 @@ from kohonen_vq.models import QUANTIZERS, VQVAE, VQVAE2, build_model, decode_con
 TINY = dict(hidden=16, res_channels=8, embedding_dim=8)  # same structure, small widths, for speed
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # The models here are tiny: intra-op threads only add synchronisation, which on a loaded 2-core machine
-    # made a 40-step test take 10+ s instead of 0.5 s.
+def _seed():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_vqvae_cifar_shapes() -> None:

@@ -19,14 +19,7 @@ ALL = [KohonenVQ, EMAVQ, GradientVQ, GradientSOMVQ]
 STATE = ("codebook", "ema_sums", "ema_counts", "_step", "skipped_batches")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tests run tiny batches, where intra-op threads only add wake-up latency (seconds on a loaded
-    # 2-core CI machine); thread-count independence of the ops is tested in test_ops_*.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -28,13 +28,7 @@ TINY = ["--hidden", "16", "--res-channels", "8", "--embedding-dim", "8", "--num-
 TIMEOUT_S = 120
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: a second intra-op thread only adds synchronisation (slower, on a loaded 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(out: Path, *args: str) -> int:

@@ -65,6 +65,16 @@ class QuantizerBase(nn.Module):
         restore = lambda rows: rows.reshape(rows_shape).movedim(-1, self.channel_dim)  # noqa: E731
         return moved.reshape(-1, self.dim), restore, rows_shape[:-1]
 
+    @property
+    def step(self) -> int:
+        """Number of codebook updates done so far (t): KSOM/EMA updates, or training passes of a gradient
+        codebook."""
+        return int(self._step)
+
+    def _check_initial_codebook(self, w0: torch.Tensor) -> None:
+        if tuple(w0.shape) != (self.num_codes, self.dim):
+            raise ValueError(f"init_codebook: w0 must have shape ({self.num_codes}, {self.dim}), got {tuple(w0.shape)}")
+
     # --- codes and grid (subclasses provide ``codebook``, the (num_codes, dim) prototypes) ----------
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors of ``indices``, laid out like the input (channel_dim respected)."""

@@ -33,16 +33,10 @@ class GradientVQ(QuantizerBase):
         """The (num_codes, dim) prototypes (detached from the graph)."""
         return self.weight.detach()
 
-    @property
-    def step(self) -> int:
-        """Number of training forward passes (codebook gradient steps) so far."""
-        return int(self._step)
-
     @torch.no_grad()
     def init_codebook(self, w0: torch.Tensor) -> None:
         """Sets the codebook to w0 and t = 0."""
-        if tuple(w0.shape) != (self.num_codes, self.dim):
-            raise ValueError(f"init_codebook: w0 must have shape ({self.num_codes}, {self.dim}), got {tuple(w0.shape)}")
+        self._check_initial_codebook(w0)
         self.weight.copy_(w0)
         self._step.zero_()
 

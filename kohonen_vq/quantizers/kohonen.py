@@ -51,16 +51,10 @@ class KohonenVQ(QuantizerBase):
         self._needs_broadcast = True
         self.init_codebook(torch.randn(self.num_codes, self.dim))  # w(0) ~ N(0, I), METHOD.md §2
 
-    @property
-    def step(self) -> int:
-        """Number of codebook updates done so far (t)."""
-        return int(self._step)
-
     @torch.no_grad()
     def init_codebook(self, w0: torch.Tensor) -> None:
         """Sets w = m = w0, N = init_count, t = 0 (rank 0's values win at the next distributed update)."""
-        if tuple(w0.shape) != (self.num_codes, self.dim):
-            raise ValueError(f"init_codebook: w0 must have shape ({self.num_codes}, {self.dim}), got {tuple(w0.shape)}")
+        self._check_initial_codebook(w0)
         self.codebook.copy_(w0)
         self.ema_sums.copy_(w0)
         self.ema_counts.fill_(self.init_count)
