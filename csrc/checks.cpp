@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <sstream>
 
@@ -83,6 +84,11 @@ void check_assign_args(const at::Tensor& x, const at::Tensor& codebook) {
               " but 'codebook' has D = ", codebook.size(1), " (x: ", shape_str(x), ", codebook: ",
               shape_str(codebook), ")");
   check_same_device(x, "x", codebook, "codebook", "assign");
+  // Code indices are int32 inside the kernels, and the CUDA launch grid has at most 2^31 - 1 row tiles.
+  TORCH_CHECK(codebook.size(0) <= std::numeric_limits<int32_t>::max(), "kohonen_vq.assign: K = ", codebook.size(0),
+              " codes exceeds 2^31 - 1");
+  TORCH_CHECK(x.size(0) <= kMaxAssignRows, "kohonen_vq.assign: N = ", x.size(0), " rows is too many (at most ",
+              kMaxAssignRows, ")");
 }
 
 void check_cluster_stats_args(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes) {

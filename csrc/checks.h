@@ -11,7 +11,10 @@ enum class Neighbourhood { None = 0, Hard = 1, Gaussian = 2, Exponential = 3 };
 
 Neighbourhood parse_neighbourhood(const std::string& name);
 
-// (N, D) x and (K, D) codebook, floating point, same device; returns D.
+// Rows one assign call may take: 128-row CUDA tiles times the largest launch grid dimension.
+constexpr int64_t kMaxAssignRows = int64_t{128} * 2147483647;
+
+// (N, D) x and (K, D) codebook, floating point, same device, K < 2^31, N <= kMaxAssignRows.
 void check_assign_args(const at::Tensor& x, const at::Tensor& codebook);
 void check_cluster_stats_args(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes);
 // Hyper-parameters and tensor shapes of som_update_; returns the parsed neighbourhood.

@@ -193,3 +193,11 @@ def test_failed_som_update_leaves_state_unchanged(device: torch.device, override
         ops.som_update_(**state, **{"grid": (K,), **args})
     for name, t in state.items():
         assert torch.equal(t, before[name]), name
+
+
+def test_assign_rejects_more_rows_than_the_launch_grid() -> None:
+    # A stride-0 view: 2^38 rows without the memory; the shared check runs before any allocation.
+    rows = 128 * (2**31 - 1) + 1
+    x = torch.zeros(1, 4).expand(rows, 4)
+    with pytest.raises(RuntimeError, match=re.escape(f"kohonen_vq.assign: N = {rows} rows is too many")):
+        ops.assign(x, torch.zeros(3, 4))

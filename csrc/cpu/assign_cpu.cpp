@@ -21,7 +21,6 @@ constexpr int64_t kChunkRows = 256;
 std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Tensor& codebook) {
   check_assign_args(x, codebook);
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
-  TORCH_CHECK(K <= std::numeric_limits<int32_t>::max(), "kohonen_vq.assign: K = ", K, " codes exceeds 2^31 - 1");
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
   at::Tensor sqdist = at::empty({N}, x.options().dtype(at::kFloat));
   if (N == 0) return {indices, sqdist};

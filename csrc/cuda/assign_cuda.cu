@@ -222,7 +222,6 @@ int64_t tiles_per_split(int64_t row_tiles, int64_t code_tiles) {
 std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Tensor& codebook) {
   check_assign_args(x, codebook);
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
-  TORCH_CHECK(K <= std::numeric_limits<int32_t>::max(), "kohonen_vq.assign: K = ", K, " codes exceeds 2^31 - 1");
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
   at::Tensor sqdist = at::empty({N}, x.options().dtype(at::kFloat));
@@ -241,7 +240,6 @@ std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Te
 
   const int64_t row_tiles = (N + kTileRows - 1) / kTileRows;
   const int64_t code_tiles = (K + kTileCodes - 1) / kTileCodes;
-  TORCH_CHECK(row_tiles <= std::numeric_limits<int32_t>::max(), "kohonen_vq.assign: N = ", N, " rows is too many");
   const int64_t per_split = tiles_per_split(row_tiles, code_tiles);
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>((code_tiles + per_split - 1) / per_split));
   KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "kohonen_vq_assign_cuda", [&] {

@@ -6,6 +6,7 @@ sums, and the torch / CUDA / NumPy / Python RNG states stored as tensors.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -43,7 +44,35 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Saves ``state`` (plain data only) to ``path`` atomically."""
-    _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, **state}, f))
+    state = {"format": FORMAT, **state}
+    state["checksum"] = _checksum(state)
+    _write_atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def _checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of everything in ``state`` but its "checksum" entry: torch.load does not check the CRCs of the
+    tensor records, so bytes damaged inside tensor data would otherwise load silently as wrong weights."""
+    digest = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            digest.update(f"D{len(obj)}".encode())
+            for key, value in obj.items():
+                feed(key)
+                feed(value)
+        elif isinstance(obj, (list, tuple)):
+            digest.update(f"L{len(obj)}".encode())
+            for value in obj:
+                feed(value)
+        else:
+            digest.update(f"V{type(obj).__name__}:{obj!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != "checksum"})
+    return digest.hexdigest()
 
 
 def copy_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
@@ -71,6 +100,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                               f"{_last_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a kohonen-vq training checkpoint (format {FORMAT!r})")
+    if "checksum" in state and state["checksum"] != _checksum(state):  # files from before checksums have none
+        raise CheckpointError(f"{path!r} is not a readable checkpoint: its contents do not match their checksum "
+                              f"(the file is corrupted)")
     return state
 
 
