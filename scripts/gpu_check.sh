@@ -4,6 +4,8 @@
 # results in OUT_DIR.
 # Usage: bash scripts/gpu_check.sh OUT_DIR      (PYTHON=python3.12 to pick the interpreter)
 # Packages missing on the machine can travel as wheels in .whl/ (see the device notes in the README).
+# Output stays within 8 files (the device tool returns at most 8): the log, build_info.json and the benchmark
+# JSON/Markdown files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-gpu-results}")
@@ -30,7 +32,7 @@ run env KVQ_CUDA=ON "$py" -m pip install --no-build-isolation -e . || exit 1
 "$py" -m kohonen_vq info | tee "$out/build_info.json" | tee -a "$log"
 
 step "pytest (CUDA tests required)"
-run env KOHONEN_VQ_REQUIRE_CUDA=1 "$py" -m pytest -q -rs tests --junitxml="$out/pytest.xml"
+run env KOHONEN_VQ_REQUIRE_CUDA=1 "$py" -m pytest -q -rs tests
 
 step "ctest (with CUDA)"
 run env KVQ_CUDA=ON PYTHON="$py" bash scripts/run_ctest.sh build/ctest-cuda
