@@ -305,8 +305,10 @@ class Bench:
         if fn is None:
             return self._skipped(reason, key, estimate, op)
         slow = estimate is not None and estimate > self.sizes.max_case_s  # smaller cases warmed it up
-        res: dict[str, Any] = {"time": tm.time_call(fn, self.device, self.repeats, 0 if slow else self.sizes.warmup,
-                                                    max_total_s=self.sizes.max_case_s)}
+        res: dict[str, Any] = {}
+        with tm.other_load(res):  # per way: a burst of other work shows where it skewed a figure
+            res["time"] = tm.time_call(fn, self.device, self.repeats, 0 if slow else self.sizes.warmup,
+                                       max_total_s=self.sizes.max_case_s)
         if key not in self.pace or units >= self.pace[key][1]:
             self.pace[key] = (res["time"]["median_s"] / units, units, case_label(op, case))
         if self.device.type == "cuda":
@@ -360,10 +362,12 @@ def _isa_rates(b: Bench, mm_gflops: float) -> list[Row]:
             fn = build_assign({"n": n, "k": k, "way": "native"}, b.device)
             for isa in kohonen_vq.build_info()["cpu_isas_supported"]:
                 ops.set_cpu_isa(isa)
-                t = tm.time_call(fn, b.device, b.repeats, b.sizes.warmup, max_total_s=b.sizes.max_case_s)
-                gflops = 2 * n * k * D / t["median_s"] / 1e9
-                rows.append({"n": n, "k": k, "isa": isa, "time": t, "gflops": gflops,
-                             "ratio_to_mm": gflops / mm_gflops})
+                row: Row = {"n": n, "k": k, "isa": isa}
+                with tm.other_load(row):
+                    row["time"] = tm.time_call(fn, b.device, b.repeats, b.sizes.warmup, max_total_s=b.sizes.max_case_s)
+                row["gflops"] = 2 * n * k * D / median(row) / 1e9
+                row["ratio_to_mm"] = row["gflops"] / mm_gflops
+                rows.append(row)
     finally:
         ops.set_cpu_isa("auto")
     return rows
@@ -616,6 +620,10 @@ def _mib(res: dict[str, Any]) -> str:
     return "—" if b is None else f"{b / MIB:.1f}"
 
 
+def _load(res: dict[str, Any]) -> str:
+    return f"{res['other_load_cores']:.2f}" if "other_load_cores" in res else "—"
+
+
 def _x(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
@@ -628,7 +636,8 @@ def _md_header(doc: dict[str, Any]) -> list[str]:
              f"torch {m['torch']}; kohonen_vq {info['version']} (CPU ISA {info['cpu_isa']}); {doc['created_utc']}; "
              f"run took {doc['elapsed_s']:.0f} s.",
              "Times are medians (ms); speed-ups are median / median of the same run; `est.` marks an ESTIMATE for "
-             "a skipped baseline (scaled from its largest measured case, see the JSON)."]
+             "a skipped baseline (scaled from its largest measured case, see the JSON); `load` is the cores other "
+             "processes kept busy while that way was timed (every way has it in the JSON)."]
     lines += [f"Other processes kept {r['other_load_cores']:.2f} of {m['cores_available']} cores busy on average "
               f"during the {d} timings{' (figures skewed)' if r['other_load_cores'] > 0.1 else ''}."
               for d, r in doc["devices"].items() if "other_load_cores" in r]
@@ -653,21 +662,22 @@ def _md_assign(devs: dict[str, Any]) -> list[str]:
         for a in r["assign"]:
             nat, base, check = a["native"], a["baselines"], a["check_vs_addmm"]
             best = a["best_torch"]
-            times.append([dev, a["n"], a["k"], _ms(nat), f"{nat['gflops']:.0f}", f"{nat['ratio_to_mm']:.2f}",
-                          f"{a['mm_same_shape']['gflops']:.0f}", *(_ms(base[w]) if w in base else "—" for w in ways),
+            times.append([dev, a["n"], a["k"], _ms(nat), _load(nat), f"{nat['gflops']:.0f}",
+                          f"{nat['ratio_to_mm']:.2f}", f"{a['mm_same_shape']['gflops']:.0f}", *(_ms(base[w]) if w in base else "—" for w in ways),
                           f"{_x(a['speedup_vs'].get(best))} ({best})" if best else "—",
                           _x(a["speedup_vs"].get("faiss")), _x(check.get("index_agreement"))])
             memory.append([dev, a["n"], a["k"], f"{a['n'] * a['k'] * 4 / MIB:.0f}", _mib(nat),
                            *(_mib(base[w]) if w in base else "—" for w in ways)])
-    lines = rp.table("assign (D = 64): time", ["device", "N", "K", "native ms", "GFLOP/s", "× fp32 mm",
+    lines = rp.table("assign (D = 64): time", ["device", "N", "K", "native ms", "load", "GFLOP/s", "× fp32 mm",
                                               "mm at this shape GFLOP/s", *(f"{w} ms" for w in ways),
                                               "speed-up vs best torch", "speed-up vs faiss", "index agreement"], times)
     lines += rp.table("assign (D = 64): peak extra memory (MiB)", ["device", "N", "K", "N×K fp32", "native",
                                                                    *ways], memory)
-    isa = [[v["n"], v["k"], v["isa"], _ms(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
+    isa = [[v["n"], v["k"], v["isa"], _ms(v), _load(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
            for v in devs.get("cpu", {}).get("assign_isa", [])]
     if isa:
-        lines += rp.table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "GFLOP/s", "× fp32 mm"], isa)
+        lines += rp.table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "load", "GFLOP/s",
+                                                                 "× fp32 mm"], isa)
     return lines
 
 
