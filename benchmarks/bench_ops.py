@@ -609,19 +609,18 @@ def targets(devices: dict[str, Any], sizes: Sizes) -> list[dict[str, Any]]:
 
 # ---- report ----
 
+SKEWED_LOAD = 0.1  # cores of other work during a timing above which its figure is marked
+
+
 def _ms(res: dict[str, Any]) -> str:
     if measured(res):
-        return f"{median(res) * 1e3:.3g}"
+        return f"{median(res) * 1e3:.3g}{'*' if res.get('other_load_cores', 0.0) > SKEWED_LOAD else ''}"
     return f"~{res['estimate_median_s'] * 1e3:.3g} est." if "estimate_median_s" in res else "skipped"
 
 
 def _mib(res: dict[str, Any]) -> str:
     b = res.get("peak_extra_bytes")
     return "—" if b is None else f"{b / MIB:.1f}"
-
-
-def _load(res: dict[str, Any]) -> str:
-    return f"{res['other_load_cores']:.2f}" if "other_load_cores" in res else "—"
 
 
 def _x(value: float | None) -> str:
@@ -636,10 +635,10 @@ def _md_header(doc: dict[str, Any]) -> list[str]:
              f"torch {m['torch']}; kohonen_vq {info['version']} (CPU ISA {info['cpu_isa']}); {doc['created_utc']}; "
              f"run took {doc['elapsed_s']:.0f} s.",
              "Times are medians (ms); speed-ups are median / median of the same run; `est.` marks an ESTIMATE for "
-             "a skipped baseline (scaled from its largest measured case, see the JSON); `load` is the cores other "
-             "processes kept busy while that way was timed (every way has it in the JSON)."]
+             "a skipped baseline (scaled from its largest measured case, see the JSON); `*` marks a time taken "
+             f"while other processes kept more than {SKEWED_LOAD} core busy (skewed; `other_load_cores` in the JSON)."]
     lines += [f"Other processes kept {r['other_load_cores']:.2f} of {m['cores_available']} cores busy on average "
-              f"during the {d} timings{' (figures skewed)' if r['other_load_cores'] > 0.1 else ''}."
+              f"during the {d} timings{' (figures skewed)' if r['other_load_cores'] > SKEWED_LOAD else ''}."
               for d, r in doc["devices"].items() if "other_load_cores" in r]
     return lines + [f"Not run: {d}: {r['skipped']}." for d, r in doc["devices"].items() if "skipped" in r]
 
@@ -662,22 +661,21 @@ def _md_assign(devs: dict[str, Any]) -> list[str]:
         for a in r["assign"]:
             nat, base, check = a["native"], a["baselines"], a["check_vs_addmm"]
             best = a["best_torch"]
-            times.append([dev, a["n"], a["k"], _ms(nat), _load(nat), f"{nat['gflops']:.0f}",
-                          f"{nat['ratio_to_mm']:.2f}", f"{a['mm_same_shape']['gflops']:.0f}", *(_ms(base[w]) if w in base else "—" for w in ways),
+            times.append([dev, a["n"], a["k"], _ms(nat), f"{nat['gflops']:.0f}", f"{nat['ratio_to_mm']:.2f}",
+                          f"{a['mm_same_shape']['gflops']:.0f}", *(_ms(base[w]) if w in base else "—" for w in ways),
                           f"{_x(a['speedup_vs'].get(best))} ({best})" if best else "—",
                           _x(a["speedup_vs"].get("faiss")), _x(check.get("index_agreement"))])
             memory.append([dev, a["n"], a["k"], f"{a['n'] * a['k'] * 4 / MIB:.0f}", _mib(nat),
                            *(_mib(base[w]) if w in base else "—" for w in ways)])
-    lines = rp.table("assign (D = 64): time", ["device", "N", "K", "native ms", "load", "GFLOP/s", "× fp32 mm",
+    lines = rp.table("assign (D = 64): time", ["device", "N", "K", "native ms", "GFLOP/s", "× fp32 mm",
                                               "mm at this shape GFLOP/s", *(f"{w} ms" for w in ways),
                                               "speed-up vs best torch", "speed-up vs faiss", "index agreement"], times)
     lines += rp.table("assign (D = 64): peak extra memory (MiB)", ["device", "N", "K", "N×K fp32", "native",
                                                                    *ways], memory)
-    isa = [[v["n"], v["k"], v["isa"], _ms(v), _load(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
+    isa = [[v["n"], v["k"], v["isa"], _ms(v), f"{v['gflops']:.0f}", f"{v['ratio_to_mm']:.2f}"]
            for v in devs.get("cpu", {}).get("assign_isa", [])]
     if isa:
-        lines += rp.table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "load", "GFLOP/s",
-                                                                 "× fp32 mm"], isa)
+        lines += rp.table("assign per CPU kernel (set_cpu_isa)", ["N", "K", "ISA", "ms", "GFLOP/s", "× fp32 mm"], isa)
     return lines
 
 
