@@ -3,6 +3,9 @@
 # skipping, run the C++ tests with CUDA, run the CUDA benchmarks (benchmarks/run_all.py), and leave the
 # results in OUT_DIR.
 # Usage: bash scripts/gpu_check.sh OUT_DIR      (PYTHON=python3.12 to pick the interpreter)
+#   KVQ_GPU_STEPS="build test ctest bench" (the default) picks steps, so one device call can stay within its
+#   10 minutes: a later call on the still-warm machine reuses the build. KVQ_PYTEST_ARGS (default "tests")
+#   narrows the test run, e.g. "-m cuda tests".
 # Packages missing on the machine can travel as wheels in .whl/ (see the device notes in the README).
 # Output stays within 8 files (the device tool returns at most 8): the log, build_info.json and the benchmark
 # JSON/Markdown files.
@@ -19,27 +22,44 @@ run() { "$@" 2>&1 | tee -a "$log"; local rc=${PIPESTATUS[0]}; [ "$rc" -eq 0 ] ||
 
 step "machine"
 run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-# A venv over the system packages (torch, cmake, ninja, pytest are there); wheels from .whl fill the gaps.
-[ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
-py="$venv/bin/python"
+# The machine's python3 already lives in a venv (torch, cmake, ninja, pytest, scikit-build-core): use it as
+# is, since a venv made from a venv does not see its packages. Otherwise a venv over the system packages.
+if "$python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+  py=$python
+else
+  [ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
+  py="$venv/bin/python"
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
   run "$py" -m pip install -q --no-index --no-deps .whl/*.whl
 fi
 
+steps=" ${KVQ_GPU_STEPS:-build test ctest bench} "
+want() { [[ "$steps" == *" $1 "* ]]; }
+
+if want build; then
 step "build (KVQ_CUDA=ON)"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 run env KVQ_CUDA=ON "$py" -m pip install --no-build-isolation -e . || exit 1
+fi
 "$py" -m kohonen_vq info | tee "$out/build_info.json" | tee -a "$log"
 
+if want test; then
 step "pytest (CUDA tests required)"
-run env KOHONEN_VQ_REQUIRE_CUDA=1 "$py" -m pytest -q -rs tests
+# shellcheck disable=SC2086  # the arguments are meant to split
+run env KOHONEN_VQ_REQUIRE_CUDA=1 "$py" -m pytest -q -rs --durations=15 ${KVQ_PYTEST_ARGS:-tests}
+fi
 
+if want ctest; then
 step "ctest (with CUDA)"
 run env KVQ_CUDA=ON PYTHON="$py" bash scripts/run_ctest.sh build/ctest-cuda
+fi
 
+if want bench; then
 step "benchmarks"
 # CUDA only: the CPU suite is run by hand on the CPU machines (minutes), GPU machine time is for GPU figures.
 run "$py" benchmarks/run_all.py --device cuda --out "$out/benchmarks"
+fi
 
 step "done: status $status"
 exit "$status"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Configures, builds (ninja, 2 jobs) and runs the LibTorch C++ tests (tests/cpp) with ctest.
+# Configures, builds (ninja, CMAKE_BUILD_PARALLEL_LEVEL jobs, default 2) and runs the LibTorch C++ tests (tests/cpp) with ctest.
 # Usage: scripts/run_ctest.sh [BUILD_DIR]        default BUILD_DIR: build/ctest in the repository
 # Environment: PYTHON  interpreter with torch (default: the repository's .venv/bin/python)
 #              KVQ_CUDA AUTO (default), ON or OFF: whether to build the CUDA kernels
@@ -15,5 +15,5 @@ cmake -S "$root" -B "$build" -G Ninja \
   -DKVQ_BUILD_TESTS=ON \
   -DKVQ_CUDA="${KVQ_CUDA:-AUTO}" \
   -DPython3_EXECUTABLE="$python"
-cmake --build "$build" -j2
+cmake --build "$build" -j"${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 ctest --test-dir "$build" --output-on-failure

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -66,3 +68,14 @@ def test_unsupported_cpu_isa_is_refused():
 
     with pytest.raises(RuntimeError, match="not available"):
         ops.set_cpu_isa("sse1")
+
+
+def test_native_errors_raise_in_a_fresh_interpreter():
+    # A library that carries its own static copy of the C++ runtime kills the interpreter at its first error
+    # (seen with a GCC wrapper that adds -static-libstdc++): a child process keeps that from ending the run.
+    code = ("import torch, kohonen_vq.ops as ops\n"
+            "try:\n    ops.assign(torch.zeros(2, 3), torch.zeros(4, 5))\n"
+            "except RuntimeError as err:\n    print(err)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"the native library crashed the interpreter ({proc.returncode}): {proc.stderr}"
+    assert "kohonen_vq.assign: argument 'x' has D = 3" in proc.stdout

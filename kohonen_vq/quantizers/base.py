@@ -18,8 +18,11 @@ def op_input(t: torch.Tensor) -> torch.Tensor:
 
 
 def mse_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``F.mse_loss(a, b)``, except that an empty batch gives 0 (connected to the graph) instead of the
-    NaN and warning of a mean over no elements."""
+    """``F.mse_loss(a, b)`` in the promoted dtype of the two (torch before 2.14 fails in the backward pass of
+    a float32/float64 mix), except that an empty batch gives 0 (connected to the graph) instead of the NaN
+    and warning of a mean over no elements."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dtype), b.to(dtype)
     return F.mse_loss(a, b) if a.numel() else (a - b).square().sum()
 
 
