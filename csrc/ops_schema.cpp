@@ -7,8 +7,10 @@
 TORCH_LIBRARY(kohonen_vq, m) {
   // Nearest code by squared Euclidean distance (ties -> lowest index), fp32 arithmetic.
   m.def("assign(Tensor x, Tensor codebook) -> (Tensor indices, Tensor sqdist)");
-  // Per-code sum of member vectors and member count.
-  m.def("cluster_stats(Tensor x, Tensor indices, int num_codes) -> (Tensor sums, Tensor counts)");
+  // Per-code sum of member vectors and member count. check_range=False skips the range check of `indices`
+  // where it costs a device synchronisation (CUDA), for callers whose indices come from assign.
+  m.def("cluster_stats(Tensor x, Tensor indices, int num_codes, *, bool check_range=True) -> "
+        "(Tensor sums, Tensor counts)");
   // Fused in-place KSOM / EMA-VQ update of codebook, EMA sums, EMA counts; advances `step` when applied,
   // counts the batch in `skipped` (and changes nothing else) when sums or counts are not finite.
   m.def(

@@ -27,12 +27,16 @@ def assign(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.ops.kohonen_vq.assign(x, codebook)
 
 
-def cluster_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def cluster_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *,
+                  check_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-code sums (K, D) and member counts (K,) of the rows of ``x`` assigned by ``indices``.
 
-    Both float32. On CPU the result is bit-identical for any thread count.
+    Both float32. On CPU the result is bit-identical for any thread count. Indices outside
+    ``[0, num_codes)`` raise; ``check_range=False`` skips that check on CUDA, where it costs a device
+    synchronisation (for indices that come from :func:`assign`), and out-of-range rows are then left out.
+    The CPU always checks (it costs nothing there).
     """
-    return torch.ops.kohonen_vq.cluster_stats(x, indices, num_codes)
+    return torch.ops.kohonen_vq.cluster_stats(x, indices, num_codes, check_range=check_range)
 
 
 def som_update_(

@@ -62,6 +62,12 @@ def test_opcheck(device: torch.device, op: str, make_args: Callable[[], tuple[An
     torch.library.opcheck(getattr(torch.ops.kohonen_vq, op).default, to_device(make_args(), device))
 
 
+def test_opcheck_cluster_stats_without_range_check(device: torch.device) -> None:
+    args = (randn(17, 5), torch.randint(7, (17,), generator=gen()), 7)
+    torch.library.opcheck(torch.ops.kohonen_vq.cluster_stats.default, to_device(args, device),
+                          {"check_range": False})
+
+
 class Quantiser(torch.nn.Module):
     """A minimal KSOM quantiser: the state lives in buffers that som_update_ mutates in place."""
 

@@ -186,6 +186,30 @@ def test_cluster_stats_non_contiguous(device: torch.device, layout: str) -> None
     check_cluster_stats(x, indices, 13, device)
 
 
+def test_cluster_stats_without_range_check_matches_reference(device: torch.device) -> None:
+    gen = generator(5)
+    x = torch.randn(500, 7, generator=gen)
+    indices = torch.randint(11, (500,), generator=gen)
+    sums, counts = ops.cluster_stats(x.to(device), indices.to(device), 11, check_range=False)
+    ref_sums, ref_counts = ref.cluster_stats(x, indices, 11)
+    torch.testing.assert_close(sums.cpu(), ref_sums, rtol=1e-5, atol=1e-4)
+    assert torch.equal(counts.cpu(), ref_counts)
+
+
+def test_cluster_stats_cpu_checks_the_range_even_when_told_not_to() -> None:
+    with pytest.raises(RuntimeError, match="argument 'indices' must lie in \\[0, 3\\), got 3 at position 1"):
+        ops.cluster_stats(torch.zeros(2, 4), torch.tensor([0, 3]), 3, check_range=False)
+
+
+@pytest.mark.cuda
+def test_cluster_stats_cuda_without_range_check_leaves_out_of_range_rows_out() -> None:
+    # No synchronising check: the kernel must still never write outside its outputs.
+    x = torch.arange(8.0).view(4, 2).cuda()
+    sums, counts = ops.cluster_stats(x, torch.tensor([0, 5, -2, 1], device="cuda"), 2, check_range=False)
+    assert torch.equal(counts.cpu(), torch.tensor([1.0, 1.0]))
+    assert torch.equal(sums.cpu(), torch.tensor([[0.0, 1.0], [6.0, 7.0]]))
+
+
 def test_cluster_stats_bit_identical_across_thread_counts() -> None:
     gen = generator()
     x = torch.randn(5000, 19, generator=gen) * 100

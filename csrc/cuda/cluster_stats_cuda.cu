@@ -2,7 +2,8 @@
 // a float64 atomicAdd (counts with a 64-bit integer atomicAdd), then the totals are rounded to float32.
 // The order of the atomic additions varies from run to run, so GPU sums are not bit-reproducible (the
 // CPU path's are); accumulating in float64 keeps them within float32 rounding of the CPU result.
-// Counts are exact.
+// Counts are exact. Rows whose index lies outside [0, K) are skipped by the kernel, so no write leaves the
+// outputs even when the caller turned the (synchronising) range check off.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -19,11 +20,12 @@ constexpr int kWarp = 32;
 // One warp per row: the row's index is read once and the lanes add its components, coalesced.
 template <typename scalar_t, typename index_t>
 __global__ void accumulate_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
-                                  const index_t* __restrict__ indices, int64_t si, double* __restrict__ sums,
-                                  unsigned long long* __restrict__ counts) {
+                                  const index_t* __restrict__ indices, int64_t si, int64_t K,
+                                  double* __restrict__ sums, unsigned long long* __restrict__ counts) {
   const int lane = threadIdx.x % kWarp;
   for (int64_t row = thread_index() / kWarp; row < N; row += thread_count() / kWarp) {
     const int64_t k = static_cast<int64_t>(indices[row * si]);
+    if (k < 0 || k >= K) continue;
     for (int64_t d = lane; d < D; d += kWarp) {
       atomicAdd(sums + k * D + d, static_cast<double>(static_cast<float>(x[row * sx0 + d * sx1])));
     }
@@ -40,12 +42,12 @@ __global__ void round_kernel(const double* __restrict__ sums64, const unsigned l
 }
 
 std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const at::Tensor& indices,
-                                                      int64_t num_codes) {
+                                                      int64_t num_codes, bool check_range) {
   check_cluster_stats_args(x, indices, num_codes);
   const int64_t N = x.size(0), D = x.size(1), K = num_codes;
   const c10::cuda::CUDAGuard guard(x.device());
   if (N == 0) return {at::zeros({K, D}, x.options().dtype(at::kFloat)), at::zeros({K}, x.options().dtype(at::kFloat))};
-  check_indices_in_range(indices, K);
+  if (check_range) check_indices_in_range(indices, K);  // reads min and max back: a device synchronisation
 
   const at::Tensor sums64 = at::zeros({K, D}, x.options().dtype(at::kDouble));
   const at::Tensor counts64 = at::zeros({K}, x.options().dtype(at::kLong));
@@ -55,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "kohonen_vq_cluster_stats_cuda_index", [&] {
       accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * kWarp), kBlock, 0, stream>>>(
-          px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0),
+          px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
           sums64.data_ptr<double>(), pcounts64);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

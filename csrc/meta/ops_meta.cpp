@@ -15,7 +15,7 @@ std::tuple<at::Tensor, at::Tensor> assign_meta(const at::Tensor& x, const at::Te
 }
 
 std::tuple<at::Tensor, at::Tensor> cluster_stats_meta(const at::Tensor& x, const at::Tensor& indices,
-                                                      int64_t num_codes) {
+                                                      int64_t num_codes, bool /*check_range*/) {
   check_cluster_stats_args(x, indices, num_codes);
   return {at::empty({num_codes, x.size(1)}, x.options().dtype(at::kFloat)),
           at::empty({num_codes}, x.options().dtype(at::kFloat))};

@@ -78,7 +78,8 @@ class KohonenVQ(QuantizerBase):
         return self
 
     def _update(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        sums, counts = ops.cluster_stats(x, indices, self.num_codes)
+        # The indices come from assign, always in range: no range check, so no device synchronisation.
+        sums, counts = ops.cluster_stats(x, indices, self.num_codes, check_range=False)
         if is_distributed():
             all_reduce_sum_(sums, counts)
         skipped_before = self.skipped_batches.clone() if self.strict else None

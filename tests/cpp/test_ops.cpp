@@ -215,6 +215,9 @@ void test_cluster_stats(at::Device dev) {
     EXPECT_CLOSE(S, S_ref, 1e-5, 1e-4);
     EXPECT_EQUAL(c, c_ref.to(at::kFloat));
   }
+  const auto [Su, cu] = kohonen_vq::cluster_stats(x, idx, K, /*check_range=*/false);
+  EXPECT_CLOSE(Su, S_ref, 1e-5, 1e-4);
+  EXPECT_EQUAL(cu, c_ref.to(at::kFloat));
   const at::Tensor xh = x.to(at::kHalf);
   const auto [Sh, ch] = kohonen_vq::cluster_stats(xh, idx, K);
   EXPECT_CLOSE(Sh, std::get<0>(cluster_stats_reference(xh, idx, K)), 1e-5, 1e-3);

@@ -46,13 +46,15 @@ inline std::tuple<at::Tensor, at::Tensor> assign(const at::Tensor& x, const at::
 /// @param x          (N, D) float32, float16 or bfloat16.
 /// @param indices    (N,) int64 or int32 on the device of `x`, values in [0, num_codes).
 /// @param num_codes  K >= 1.
+/// @param check_range  false skips the range check of `indices` on CUDA, where it costs a device
+///                     synchronisation (CPU always checks); out-of-range rows are then left out.
 /// @return `(sums, counts)`: float32 (K, D) and float32 (K,). On CPU bit-identical for any thread count.
 /// @throws c10::Error naming the offending argument, including for indices out of range.
 inline std::tuple<at::Tensor, at::Tensor> cluster_stats(const at::Tensor& x, const at::Tensor& indices,
-                                                        int64_t num_codes) {
-  using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t);
+                                                        int64_t num_codes, bool check_range = true) {
+  using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, bool);
   static const auto op = detail::find_op<Sig>("kohonen_vq::cluster_stats");
-  return op.call(x, indices, num_codes);
+  return op.call(x, indices, num_codes, check_range);
 }
 
 /// In-place KSOM / EMA-VQ update of codebook w, EMA sums m and EMA counts N from one batch's statistics.
