@@ -141,6 +141,21 @@ def test_output_contract(cls: type, channel_dim: int, training: bool, device: to
 
 
 @pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_commitment_gradient_is_the_mse_gradient(cls: type, dtype: torch.dtype, device: torch.device) -> None:
+    # The commitment loss comes from assign's squared distances with a hand-written backward: it must equal
+    # autograd's gradient of beta * mse(z, sg(w)), which is 2 beta (z - w) / (N D).
+    torch.manual_seed(0)
+    vq = cls(16, 6, commitment=0.37).to(device)
+    before = vq.codebook.detach().clone()
+    z = batch((40, 6), gen(4), dtype).to(device).requires_grad_()
+    out = vq(z)
+    (grad,) = torch.autograd.grad(out.loss, z)
+    w = before[out.indices].to(dtype)
+    torch.testing.assert_close(grad, 2 * 0.37 * (z.detach() - w) / z.numel())
+
+
+@pytest.mark.parametrize("cls", ALL)
 def test_training_step_changes_codebook_after_lookup(cls: type) -> None:
     # The test above must be able to fail: the codebook the outputs are compared with did change.
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from .. import grid as grids
 from .. import ops
 from ..distributed import all_reduce_sum_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput, mse_loss, op_input
+from .base import QuantizerBase, VQOutput, mse_loss, op_input, straight_through
 
 
 class GradientVQ(QuantizerBase):
@@ -45,7 +45,7 @@ class GradientVQ(QuantizerBase):
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         rows, restore, index_shape = self._flatten(z)
-        indices, _ = ops.assign(op_input(rows), op_input(self.weight))
+        indices, sqdist = ops.assign(op_input(rows), op_input(self.weight))
         codes = F.embedding(indices, self.weight)
         counts = torch.zeros(self.num_codes, device=rows.device).index_add_(
             0, indices, torch.ones_like(indices, dtype=torch.float32))
@@ -53,9 +53,8 @@ class GradientVQ(QuantizerBase):
             if is_distributed():
                 all_reduce_sum_(counts)
             self._step += 1
-        loss = self._codebook_loss(rows, indices, codes) + self.commitment * mse_loss(rows.float(), codes.detach())
-        # straight-through, value exactly sg(w) in z's dtype (see KohonenVQ.forward)
-        quantized = codes.detach().to(rows.dtype) + (rows - rows.detach())
+        quantized, commitment_loss = straight_through(rows, codes, sqdist, self.commitment)
+        loss = self._codebook_loss(rows, indices, codes) + commitment_loss
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
 
 

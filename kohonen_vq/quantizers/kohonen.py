@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .. import ops
 from ..distributed import all_reduce_sum_, broadcast_from_rank0_, is_distributed
 from ..metrics import perplexity_from_counts
-from .base import QuantizerBase, VQOutput, mse_loss, op_input
+from .base import QuantizerBase, VQOutput, op_input, straight_through
 
 _STATE_BUFFERS = ("codebook", "ema_sums", "ema_counts")
 
@@ -100,7 +100,7 @@ class KohonenVQ(QuantizerBase):
             # Before the assignment: every rank must assign its first batch to rank 0's codebook too.
             broadcast_from_rank0_(self.codebook, self.ema_sums, self.ema_counts, self._step)
             self._needs_broadcast = False
-        indices, _ = ops.assign(x, self.codebook)
+        indices, sqdist = ops.assign(x, self.codebook)
         # Looked up before this step's update. embedding_bag (one code per bag), not embedding: when z requires
         # grad, inductor (torch 2.14) inlines an embedding read into its consumers and can run them after
         # som_update_ has mutated the codebook in place (silently returning the updated codes); embedding_bag
@@ -110,10 +110,8 @@ class KohonenVQ(QuantizerBase):
             counts = self._update(x, indices)
         else:
             counts = torch.zeros(self.num_codes, device=x.device).index_add_(0, indices, torch.ones_like(indices, dtype=torch.float32))
-        loss = self.commitment * mse_loss(rows.float(), codes)
-        # Straight-through estimator e + sg(w - e), written so that the value is exactly w (in z's dtype):
-        # rows + (codes - rows) would carry one rounding of z's precision into the output.
-        quantized = codes.to(rows.dtype) + (rows - rows.detach())
+        # Straight-through estimator whose value is exactly w (in z's dtype), and the commitment loss.
+        quantized, loss = straight_through(rows, codes, sqdist, self.commitment)
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
 
     def extra_repr(self) -> str:
