@@ -1,7 +1,8 @@
 """docs/errors.md ("Every input check and its error") cannot fall behind the code.
 
 - Every message template of the code (each TORCH_CHECK in csrc/, each ``raise`` with a message in
-  kohonen_vq/quantizers and kohonen_vq/grid.py, and the quantisers' state-dict error) is instantiated by at
+  kohonen_vq/quantizers, kohonen_vq/grid.py, the training CLI's checks in kohonen_vq/train and the dataset
+  loaders in kohonen_vq/data, and the quantisers' state-dict error) is instantiated by at
   least one row of the tables, and every row's message is an instance of some template, with the exception
   type the code raises.
 - Every test a row cites exists (pytest's own collection, in a subprocess), and every row cites one.
@@ -30,7 +31,10 @@ from kohonen_vq import EMAVQ, GradientSOMVQ, GradientVQ, KohonenVQ, ops
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "errors.md"
 CPP_SOURCES = sorted(p for ext in ("cpp", "cu", "h", "cuh") for p in (ROOT / "csrc").rglob(f"*.{ext}"))
-PY_SOURCES = sorted((ROOT / "kohonen_vq" / "quantizers").glob("*.py")) + [ROOT / "kohonen_vq" / "grid.py"]
+PY_SOURCES = sorted((ROOT / "kohonen_vq" / "quantizers").glob("*.py")) + [ROOT / "kohonen_vq" / "grid.py"] + \
+    [ROOT / "kohonen_vq" / "train" / f"{name}.py" for name in ("config", "checkpoint", "runtime", "batches", "trainer",
+                                                                "demo")] + \
+    sorted((ROOT / "kohonen_vq" / "data").glob("*.py"))
 NOT_TESTABLE = "n/a"  # a Test cell starting with this must say why
 
 

@@ -15,6 +15,7 @@ from kohonen_vq import metrics
 
 sys.path.insert(0, str(Path(__file__).parent))  # the spawned ranks import the worker by module name
 import _dist_worker as worker  # noqa: E402
+from test_faults import Fault, fault  # noqa: E402, F401  (the fixture)
 
 TIMEOUT_S = 120
 
@@ -88,3 +89,24 @@ def test_perplexity_is_global(ranks: list[dict], kind: str) -> None:
         local = metrics.perplexity(ranks[0][kind]["indices"][step], worker.NUM_CODES)
         local_differs |= not torch.allclose(local, want)
     assert local_differs  # the ranks' data differ, so a rank-local perplexity would not pass
+
+
+@pytest.mark.parametrize("kind", ["kohonen", "ema"])
+def test_long_run_stays_bit_identical_across_ranks(ranks: list[dict], kind: str, fault: Fault) -> None:
+    """400 updates from different initial codebooks and different data per rank, through a batch that is empty
+    on one rank and one that holds NaN on the other: every saved state is the same on both ranks, bit for bit."""
+    fault.injected("rank-local empty batch and NaN batch in a 400-step 2-rank gloo run", count=2)
+    states = [ranks[r]["long"][kind] for r in range(worker.WORLD_SIZE)]
+    assert len(states[0]) == len(states[1]) == worker.LONG_STEPS // worker.CHECK_EVERY
+    for check, (r0, r1) in enumerate(zip(*states)):
+        for name, value in r0.items():
+            other = r1[name]
+            same = torch.equal(value.view(torch.int32), other.view(torch.int32)) if value.is_floating_point() \
+                else torch.equal(value, other)  # floats compared as bits (0.0 and -0.0 differ)
+            assert same, f"{name} differs between the ranks after {(check + 1) * worker.CHECK_EVERY} steps"
+    final = states[0][-1]
+    assert int(final["skipped_batches"]) == 1  # the NaN batch, skipped on both ranks
+    assert int(final["_step"]) == worker.LONG_STEPS - 1  # every other update, the empty batch's included
+    assert final["codebook"].isfinite().all()
+    assert not torch.equal(states[0][0]["codebook"], final["codebook"])  # still learning at the end
+    fault.nothing_lost()

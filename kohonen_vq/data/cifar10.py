@@ -6,8 +6,10 @@ import os
 import pickle
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
 
 from .common import CIFAR10_NORMALIZATION, TensorImages, check_split, require_dir
 
@@ -17,34 +19,58 @@ HINT = (f"Expected the python version of CIFAR-10: root/{FOLDER}/ holding {', '.
         f"{CIFAR10.url} (https://www.cs.toronto.edu/~kriz/cifar.html) and extract it into root.")
 
 
-class _UncheckedCIFAR10(CIFAR10):
-    """torchvision's CIFAR10 reader without the md5 checks, for copies that are not the official files."""
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles written by Python 3 use it for bytes, limited to latin-1."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode({encoding!r}) in a CIFAR-10 batch file")
+    return text.encode("latin1")
 
-    def _check_integrity(self) -> bool:
-        return True  # presence of every file is checked by ``cifar10`` before this class is used
 
-    def _load_meta(self) -> None:
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array unpickling helper
+# What the CIFAR-10 batch files pickle (dicts of numpy arrays, lists, numbers, strings), and nothing else.
+_SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                 ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                 ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch file without calling anything but numpy's array constructors: ``pickle.load``
+    (torchvision's reader) would call whatever a crafted file names, e.g. ``os.system``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _SAFE_GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: a CIFAR-10 batch file holds only "
+                                         f"numpy arrays, lists, numbers and strings") from None
+
+
+def _read_batch(path: str) -> np.ndarray:
+    """The uint8 (n, 3072) ``data`` array of one batch file."""
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="latin1").load()
+    except Exception as e:  # whatever a damaged file makes the unpickler raise (it runs none of the file's code)
+        raise ValueError(f"malformed CIFAR-10 batch file {path!r}: {type(e).__name__}: {e}. {HINT}") from e
+    data = entry.get("data") if isinstance(entry, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise ValueError(f"malformed CIFAR-10 batch file {path!r}: it holds no uint8 'data' array of shape "
+                         f"(n, 3072). {HINT}")
+    return data
 
 
 def _read(root: str, train: bool, verify_checksums: bool) -> torch.Tensor:
     """The uint8 (N, 3, 32, 32) images of the training (or test) batches."""
+    files = CIFAR10.train_list if train else CIFAR10.test_list
+    paths = [(os.path.join(root, FOLDER, name), md5) for name, md5 in files]
     if verify_checksums:
-        try:
-            reader = CIFAR10(root, train=train, download=False)
-        except RuntimeError as e:  # torchvision's "not found or corrupted", raised on an md5 mismatch
+        wrong = [os.path.basename(path) for path, md5 in paths if not check_integrity(path, md5)]
+        if wrong:
             raise ValueError(f"the files in {os.path.join(root, FOLDER)!r} do not match the md5 checksums of the "
-                             f"official CIFAR-10 release ({e}). For a deliberately re-packed copy (e.g. a subset) "
-                             f"pass verify_checksums=False. {HINT}") from e
-    else:
-        try:
-            reader = _UncheckedCIFAR10(root, train=train, download=False)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"malformed CIFAR-10 batch files in {os.path.join(root, FOLDER)!r}: "
-                             f"{type(e).__name__}: {e}. {HINT}") from e
-    return torch.from_numpy(reader.data).permute(0, 3, 1, 2).contiguous()
+                             f"official CIFAR-10 release ({', '.join(wrong)}). For a deliberately re-packed copy "
+                             f"(e.g. a subset) pass verify_checksums=False. {HINT}")
+    data = np.concatenate([_read_batch(path) for path, _ in paths])
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32))
 
 
 def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +88,7 @@ def cifar10(root: str | os.PathLike[Any], split: str = "train", val_fraction: fl
 
     ``root`` holds ``cifar-10-batches-py`` (torchvision's layout; nothing is downloaded). ``split``:
     ``"train"`` / ``"val"`` (the seeded ``val_fraction`` split of the training batches) or ``"test"``
-    (the test batch, which the paper does not use). ``verify_checksums=False`` skips torchvision's md5 checks,
+    (the test batch, which the paper does not use). ``verify_checksums=False`` skips the md5 checks,
     for copies that are not byte-identical to the official release (subsets, re-pickled files).
     """
     check_split(split, ("train", "val", "test"))

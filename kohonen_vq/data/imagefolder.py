@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
@@ -20,12 +21,22 @@ def image_transform(size: int, normalization: Normalization) -> transforms.Compo
                                transforms.Normalize(normalization.mean, normalization.std)])
 
 
+def _load_rgb(path: str) -> Image.Image:
+    """An image file as RGB; a file PIL cannot decode (damaged, truncated, not an image) raises a ValueError
+    naming it, rather than PIL's error without the path halfway through a training run."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError, "image file is truncated"
+        raise ValueError(f"cannot read image {path!r}: {e}") from None
+
+
 def folder(path: str | os.PathLike[Any], size: int, normalization: Normalization, what: str,
            hint: str) -> Unlabelled:
     """The images of one ImageFolder tree (labels dropped), with clear errors for a missing or empty tree."""
     path = require_dir(path, what, hint)
     try:
-        images = ImageFolder(path, transform=image_transform(size, normalization))
+        images = ImageFolder(path, transform=image_transform(size, normalization), loader=_load_rgb)
     except FileNotFoundError as e:  # no class folders, or class folders without images
         raise FileNotFoundError(f"{what} {path!r} holds no images in class folders ({e}). {hint}") from e
     return Unlabelled(images, normalization)

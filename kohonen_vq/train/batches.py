@@ -65,10 +65,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[ImageDataset, dict[str, ImageDatas
     return train, val if isinstance(val, dict) else {"val": val}
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: workers must survive it so the main process can finish the step,
-    # save and exit cleanly (it stops them itself).
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C, and a batch scheduler's SIGTERM, reach the whole process group: workers must survive them so the
+    # main process can finish the step, save and exit cleanly (it stops them itself).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def train_loader(dataset: Dataset, cfg: TrainConfig, start: int, rank: int, world_size: int,
@@ -76,11 +77,11 @@ def train_loader(dataset: Dataset, cfg: TrainConfig, start: int, rank: int, worl
     """Batches of steps ``start`` .. ``cfg.max_steps - 1`` (this rank's share)."""
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.max_steps, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=pin_memory,
-                      worker_init_fn=_ignore_sigint)
+                      worker_init_fn=_ignore_stop_signals)
 
 
 def val_loader(dataset: Dataset, cfg: TrainConfig, rank: int, world_size: int, pin_memory: bool) -> DataLoader:
     """This rank's share (every world_size-th image) of the first ``cfg.val_limit`` validation images."""
     count = len(dataset) if cfg.val_limit is None else min(cfg.val_limit, len(dataset))
     return DataLoader(Subset(dataset, range(rank, count, world_size)), batch_size=cfg.val_batch_size or cfg.batch_size,
-                      num_workers=cfg.workers, pin_memory=pin_memory, worker_init_fn=_ignore_sigint)
+                      num_workers=cfg.workers, pin_memory=pin_memory, worker_init_fn=_ignore_stop_signals)

@@ -6,13 +6,15 @@ sums, and the torch / CUDA / NumPy / Python RNG states stored as tensors.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import os
 import pickle
 import random
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,20 +28,36 @@ class CheckpointError(ValueError):
     """A file that is not a loadable kohonen-vq training checkpoint."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder not writable, ...); the file it was to replace is
+    intact. The original error is its ``__cause__``."""
+
+
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Writes through a temporary file in ``path``'s folder, then renames it over ``path``: a crash or an error
-    midway leaves the previous file intact (os.replace is atomic within one file system)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Writes through a hidden temporary file in ``path``'s folder (``.<name>.<random>.tmp``), then renames it
+    over ``path``. A crash, a kill or an error midway leaves the previous file intact (os.replace is atomic
+    within one file system); the temporary file is removed on any error, and one left behind by a killed
+    writer is removed by the next successful save. The file gets the permissions ``open`` would give it
+    (mkstemp's would be 0600). Raises :class:`CheckpointWriteError` naming ``path`` if writing fails."""
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as e:
+        raise CheckpointWriteError(f"cannot write checkpoint {os.fspath(path)!r}: {e.strerror or e}; the previous "
+                                   f"file at that path, if any, is unchanged") from e
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer killed mid-save
+        with contextlib.suppress(OSError):  # best effort: the checkpoint itself is written
+            stale.unlink()
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -89,7 +107,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(e), flags=re.IGNORECASE)
         if found is None:  # not a pickle torch can read at all
             raise CheckpointError(f"{path!r} is not a readable checkpoint: {_last_line(e)}") from None
         raise CheckpointError(f"refusing to load {path!r}: it holds a pickled Python object ({found.group(1)}), and "

@@ -99,6 +99,10 @@ class TrainConfig:
         """Raises ValueError naming the flag of the first invalid setting; returns self."""
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for name, f in FIELDS.items():  # argparse and config files check these too; the Python API does not
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, name) not in choices:
+                raise ValueError(f"{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         for name in ("image_size", "hidden", "res_channels", "embedding_dim", "num_codes", "batch_size",
                      "max_steps", "eval_every"):
             if getattr(self, name) < 1:
@@ -113,6 +117,9 @@ class TrainConfig:
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if not self.grad_clip >= 0:
             raise ValueError(f"--grad-clip must be >= 0, got {self.grad_clip}")
+        for name, (bound, ok) in _QUANTIZER_RANGES.items():  # here, to name the flag before any work is done
+            if not (ok(getattr(self, name)) and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{flag(name)} must be finite and {bound}, got {getattr(self, name)}")
         downsampling = ARCHITECTURES[self.arch].downsampling
         if self.image_size % downsampling:
             raise ValueError(f"--image-size must be a multiple of {downsampling} for {self.arch}, got {self.image_size}")
@@ -157,6 +164,12 @@ def flag(name: str) -> str:
     """The command-line flag of a field."""
     return "--" + name.replace("_", "-")
 
+
+# The quantisers' own constructor checks (kohonen_vq/quantizers), stated per flag; NaN fails every test.
+_QUANTIZER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "shrink": (">= 0", lambda v: v >= 0), "sigma": ("> 0", lambda v: v > 0), "base": ("> 0", lambda v: v > 0),
+    "decay": ("in [0, 1)", lambda v: 0 <= v < 1), "init_count": (">= 0", lambda v: v >= 0),
+    "commitment": (">= 0", lambda v: v >= 0), "neighbour_weight": (">= 0", lambda v: v >= 0)}
 
 _ROOT_HINTS = {"cifar10": "the folder holding cifar-10-batches-py", "imagenet": "the folder holding train/ and val/",
                "faces": "the folder holding celeba_hq/ and afhq/"}
@@ -214,21 +227,27 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Settings from a JSON (``.json``) or TOML (any other suffix) file: a flat table of field names
     (``num_codes`` or ``num-codes``); parsed as data only."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"config file not found: {path!r}")
+    if not os.path.isfile(path):  # a folder, a device (/dev/zero would be read forever), a pipe
+        raise ValueError(f"config file {path!r} is not a regular file")
     try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # permissions, I/O errors
+        raise ValueError(f"cannot read config file {path!r}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
         if path.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
+            raw = json.loads(text)
         else:
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise ValueError(f"cannot parse config file {path!r}: {e}") from None
+            raw = tomllib.loads(text)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, TOMLDecodeError; deep nesting
+        raise ValueError(f"cannot parse config file {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config file {path!r} must hold a table of settings, got {type(raw).__name__}")
     values = {}
