@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned to the wheels on this kind of machine's local disk; any torch >= 2.6 works.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-BUILD_DEPS := scikit-build-core cmake ninja numpy pytest hypothesis expecttest scikit-image tqdm tensorboard matplotlib
+BUILD_DEPS := scikit-build-core cmake ninja numpy pytest hypothesis expecttest scikit-image tqdm tensorboard matplotlib nbclient nbformat ipykernel
 
 .PHONY: setup build demo test pytest ctest bench clean
 
