@@ -1,4 +1,4 @@
-"""The ``kohonen-vq`` command (also ``python -m kohonen_vq``): ``train``, ``demo`` and ``info``.
+"""The ``kohonen-vq`` command (also ``python -m kohonen_vq``): ``train``, ``demo``, ``sweep`` and ``info``.
 
 User errors (bad settings, missing data, a run folder in use) print one line and exit non-zero; set
 KOHONEN_VQ_DEBUG=1 to get the traceback instead.
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(sub.add_parser("demo", help="train EMA-VQ and KSOM side by side on the built-in photographs "
                                                    "and write a report", description=demo.__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    sub.add_parser("sweep", add_help=False,  # main() hands its arguments to kohonen_vq.experiments unparsed
+                   help="run a study of the paper (configurations x seeds) and write RESULTS.md, tables and figures "
+                        "(see kohonen-vq sweep --help)")
     sub.add_parser("info", help="print what the native library was built with (JSON)")
     return parser
 
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["info"]:  # before build_parser, which imports the [train] extras (matplotlib, tqdm, tensorboard)
         print(json.dumps(build_info(), indent=2))
         return 0
+    if argv[:1] == ["sweep"]:  # its own parser, which also takes the train flags after "--"
+        from .experiments.cli import main as sweep
+
+        return sweep(argv[1:], prog=f"{PROG} sweep")
     args = build_parser().parse_args(argv)
     from .train import TrainingInterrupted, demo
 

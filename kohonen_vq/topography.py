@@ -2,6 +2,7 @@
 latent perturbation of the paper's Fig. 3. (Topographic error lives in :mod:`kohonen_vq.metrics`.)"""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -54,9 +55,9 @@ def decoded_neighbour_ratio(images: torch.Tensor, grid: Sequence[int], num_rando
     num_codes = flat.shape[0]
     if num_codes < 2:
         raise ValueError(f"need at least 2 decoded images, got {num_codes}")
-    pairs = grid_neighbour_pairs(grid, flat.device)
-    if pairs.numel() == 0:
-        raise ValueError(f"grid {tuple(grid)} has no adjacent codes")
+    if math.prod(grid) != num_codes:
+        raise ValueError(f"grid {tuple(grid)} holds {math.prod(grid)} codes, but there are {num_codes} images")
+    pairs = grid_neighbour_pairs(grid, flat.device)  # not empty: some axis of a grid of >= 2 codes has size >= 2
     near = (flat[pairs[:, 0]] - flat[pairs[:, 1]]).norm(dim=1).mean()
     a = torch.randint(num_codes, (num_random,), generator=generator).to(flat.device)
     b = (a + torch.randint(1, num_codes, (num_random,), generator=generator).to(flat.device)) % num_codes
