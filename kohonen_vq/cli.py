@@ -15,7 +15,9 @@ from typing import Sequence
 from . import build_info
 
 PROG = "kohonen-vq"
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError, FloatingPointError)
+# What a user can fix: bad settings or data, and the file system (a missing file, a full disk, a folder that
+# cannot be written). One line, no traceback; KOHONEN_VQ_DEBUG=1 shows it.
+USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ status, and that nothing was written (the run folder is never created) and nothi
 from __future__ import annotations
 
 import codecs
+import errno
 import importlib
 import os
 import pickle
@@ -427,3 +428,17 @@ def test_samples_with_a_broken_scikit_image(monkeypatch: pytest.MonkeyPatch, unc
     with pytest.raises(error) as info:
         samples("val")
     assert str(info.value) == message.replace("{dir}", os.path.join(os.path.dirname(skimage.__file__), "data"))
+
+
+def test_failed_checkpoint_write_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    out = tmp_path / "run"
+    status, line = run_cli(capsys, "train", *TINY, "--max-steps", "2", "--eval-every", "2", "--no-figures",
+                           "--out", str(out))
+    assert status == 1
+    assert line.startswith(f"kohonen-vq train: error: cannot write checkpoint '{out}"), line
+    assert line.endswith("No space left on device; the previous file at that path, if any, is unchanged"), line
