@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BUILD_DEPS := scikit-build-core cmake ninja numpy pytest hypothesis expecttest scikit-image tqdm tensorboard matplotlib nbclient nbformat ipykernel
 
-.PHONY: setup build demo test pytest ctest bench clean
+.PHONY: setup build demo test pytest ctest bench experiments notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,17 @@ ctest:
 	KVQ_CUDA=$${KVQ_CUDA_CTEST:-OFF} PYTHON=$(abspath $(PY)) bash scripts/run_ctest.sh build/ctest
 
 bench:
-	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/run_all.py
+
+# The paper's tables and figures on the built-in data (56 CPU runs, ~15-30 min on 2 cores; finished runs are
+# reused): writes experiments/RESULTS.md, experiments/tables/ and experiments/figures/.
+experiments: setup
+	$(PY) -m kohonen_vq.experiments all --seeds 2 --steps 500 --batch-size 32 --jobs 2 --out runs/experiments \
+	  --report experiments -- --hidden 32 --res-channels 16 --embedding-dim 16
+
+notebooks: setup
+	$(PIP) install -q jupyterlab
+	$(VENV)/bin/jupyter lab notebooks
 
 clean:
 	rm -rf build dist *.egg-info
