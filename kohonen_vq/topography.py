@@ -12,14 +12,13 @@ from .grid import indices_to_coords, shift_indices
 
 def grid_neighbour_pairs(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     """Every pair (a, b), a < b, of codes one step apart along one grid axis: (P, 2) int64."""
-    codes = torch.arange(int(torch.tensor(grid).prod()), device=device)
+    codes = torch.arange(math.prod(grid), device=device)
     coords = indices_to_coords(codes, grid)
-    pairs = []
+    pairs, stride = [], 1
     for axis, size in enumerate(grid):
-        ahead = coords[:, axis] < size - 1
-        offset = [0] * len(grid)
-        offset[axis] = 1
-        pairs.append(torch.stack([codes[ahead], shift_indices(codes[ahead], offset, grid)], dim=1))
+        ahead = codes[coords[:, axis] < size - 1]
+        pairs.append(torch.stack([ahead, ahead + stride], dim=1))  # one step along axis: index + stride
+        stride *= size
     return torch.cat(pairs)
 
 
@@ -31,16 +30,15 @@ def u_matrix(codebook: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     neighbour (a 1-cell grid) get 0.
     """
     num_codes = codebook.shape[0]
-    if int(torch.tensor(grid).prod()) != num_codes:
-        raise ValueError(f"grid {tuple(grid)} holds {int(torch.tensor(grid).prod())} codes, codebook has {num_codes}")
+    if math.prod(grid) != num_codes:
+        raise ValueError(f"grid {tuple(grid)} holds {math.prod(grid)} codes, codebook has {num_codes}")
     pairs = grid_neighbour_pairs(grid, codebook.device)
     w = codebook.detach().float()
     dist = (w[pairs[:, 0]] - w[pairs[:, 1]]).norm(dim=1)
     total = torch.zeros(num_codes, device=w.device).index_add_(0, pairs[:, 0], dist).index_add_(0, pairs[:, 1], dist)
-    count = torch.zeros(num_codes, device=w.device).index_add_(0, pairs.flatten(), torch.ones(pairs.numel(),
-                                                                                             device=w.device))
+    count = torch.bincount(pairs.flatten(), minlength=num_codes).clamp_min(1)
     # Code indices run fastest along axis 0 (kohonen_vq.grid), so the flat vector is the grid in reverse order.
-    return (total / count.clamp_min(1)).view(*reversed(grid)).permute(*reversed(range(len(grid))))
+    return (total / count).view(*reversed(grid)).permute(*reversed(range(len(grid))))
 
 
 def decoded_neighbour_ratio(images: torch.Tensor, grid: Sequence[int], num_random: int = 4096,

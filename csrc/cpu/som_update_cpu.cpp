@@ -84,7 +84,7 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
           code += j[a] * mult;
           mult *= g.grid[a];
         }
-        const float wgt = d2 == 0 ? 1.f : std::exp(-std::sqrt(static_cast<float>(d2)) * static_cast<float>(rate));
+        const float wgt = exponential_weight(d2, static_cast<float>(rate));
         if (wgt > 0.f) {
           const float* src = in.data() + code * W;
           for (int64_t l = 0; l < W; ++l) dst[l] += wgt * src[l];
@@ -98,33 +98,18 @@ void exponential(const GridRows& g, double rate, const std::vector<float>& in, s
   });
 }
 
-// Which codes get a non-zero Gaussian write: those whose squared grid distance to the nearest code with
-// members has a non-zero float32 weight. The per-axis factors of the separable pass can each be non-zero
-// where their product, the dense weight, rounds to 0, so update_empty=false decides on this mask instead.
-// The nearest squared distance is a squared Euclidean distance transform, separable per axis.
+// Which codes get a non-zero Gaussian write (see kFarDist2 in neighbourhood.h).
 std::vector<uint8_t> gaussian_written(const GridRows& g, const float* counts, double inv_width2) {
-  constexpr int64_t kFar = int64_t{1} << 60;
   const int64_t K = g.codes();
   std::vector<int64_t> dist2(static_cast<size_t>(K)), next(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) dist2[k] = counts[k] > 0.f ? 0 : kFar;
+  for (int64_t k = 0; k < K; ++k) dist2[k] = counts[k] > 0.f ? 0 : kFarDist2;
   for (int64_t a = 0, stride = 1; a < static_cast<int64_t>(g.grid.size()); stride *= g.grid[a], ++a) {
     const int64_t size = g.grid[a], radius = gaussian_radius(inv_width2, size);
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t i = (k / stride) % size;
-      int64_t best = kFar;
-      for (int64_t j = std::max<int64_t>(0, i - radius); j <= std::min(size - 1, i + radius); ++j) {
-        const int64_t from = dist2[k + (j - i) * stride];
-        if (from < kFar) best = std::min(best, from + (j - i) * (j - i));
-      }
-      next[k] = best;
-    }
+    for (int64_t k = 0; k < K; ++k) next[k] = nearest_dist2_along_axis(dist2.data(), k, stride, size, radius);
     dist2.swap(next);
   }
   std::vector<uint8_t> written(static_cast<size_t>(K));
-  for (int64_t k = 0; k < K; ++k) {
-    written[k] = dist2[k] == 0 ||
-                 (dist2[k] < kFar && static_cast<float>(std::exp(-static_cast<double>(dist2[k]) * inv_width2)) > 0.f);
-  }
+  for (int64_t k = 0; k < K; ++k) written[k] = gaussian_writes(dist2[k], inv_width2);
   return written;
 }
 
@@ -175,9 +160,7 @@ void som_update_cpu(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema_
       int64_t radius = 0;
       for (int64_t s : g.grid) radius = std::max(radius, gaussian_radius(inv2, s));
       std::vector<float> taps(static_cast<size_t>(radius + 1));
-      // Distance 0 weighs exactly 1 (Eq. 16), also when the width has shrunk to 0 and 0 * inf is NaN.
-      taps[0] = 1.f;
-      for (int64_t d = 1; d <= radius; ++d) taps[d] = static_cast<float>(std::exp(-double(d * d) * inv2));
+      for (int64_t d = 0; d <= radius; ++d) taps[d] = gaussian_weight(d * d, inv2);
       if (!update_empty) written = gaussian_written(g, C.const_data_ptr<float>(), inv2);
       separable(g, taps, mixed, tmp);
     } else {

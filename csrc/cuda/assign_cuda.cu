@@ -31,6 +31,8 @@ constexpr int kPad = 4;
 constexpr int kLoadsPerThread = kTileRows * kTileDims / kThreads;
 static_assert(kTileRows == kTileCodes && kTileRows == kSide * kMicro, "square tiles, 8 x 8 per thread");
 static_assert(kThreads % kTileDims == 0, "each thread loads one fixed component of the tiles");
+static_assert(kMaxAssignRows == int64_t{kTileRows} * std::numeric_limits<int32_t>::max(),
+              "check_assign_args bounds N by the row tiles of one launch grid");
 
 // Rows (and codes) of a thread's micro-tile: two groups of 4 consecutive, 64 apart, so the float4 shared
 // loads are conflict-free. Ascending in i, so codes are visited in ascending order.

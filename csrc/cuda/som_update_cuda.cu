@@ -77,7 +77,7 @@ __global__ void taps_kernel(bool gaussian, GridShape g, double sigma, double shr
     for (int a = 0; a < g.dims; ++a) r = max(r, gaussian_radius(inv2, g.size[a]));
   }
   for (int64_t d = thread_index(); d <= r; d += thread_count()) {
-    taps[d] = gaussian && d > 0 ? static_cast<float>(exp(-static_cast<double>(d * d) * inv2)) : 1.f;
+    taps[d] = gaussian ? gaussian_weight(d * d, inv2) : 1.f;
   }
   if (thread_index() == 0) *radius = r;
 }
@@ -137,7 +137,7 @@ __global__ void exponential_kernel(const float* __restrict__ in, float* __restri
         code += j[a] * mult;
         mult *= g.size[a];
       }
-      const float wgt = d2 == 0 ? 1.f : expf(-sqrtf(static_cast<float>(d2)) * rate_f);
+      const float wgt = exponential_weight(d2, rate_f);
       if (wgt > 0.f) acc = fmaf(wgt, in[code * W + l], acc);
       int a = 0;
       while (a < g.dims && j[a] == hi[a]) j[a] = lo[a], ++a;
@@ -148,33 +148,20 @@ __global__ void exponential_kernel(const float* __restrict__ in, float* __restri
   }
 }
 
-// Gaussian with update_empty = False decides which codes are written on the dense float32 weight, as the
-// CPU path's gaussian_written does: a code is written only if the squared grid distance to the nearest
-// code with members has a non-zero float32 weight (the per-axis taps can all be non-zero where their
-// product rounds to 0). That distance is a squared Euclidean distance transform, separable per axis.
-constexpr int64_t kFar = int64_t{1} << 60;  // no code with members in reach
-
+// Gaussian with update_empty = False: which codes are written, as the CPU path's gaussian_written decides
+// (see kFarDist2 in neighbourhood.h).
 __global__ void nearest_init_kernel(const float* __restrict__ counts, int64_t K, int64_t* __restrict__ dist2,
                                     const int* __restrict__ bad) {
   if (*bad) return;
-  for (int64_t k = thread_index(); k < K; k += thread_count()) dist2[k] = counts[k] > 0.f ? 0 : kFar;
+  for (int64_t k = thread_index(); k < K; k += thread_count()) dist2[k] = counts[k] > 0.f ? 0 : kFarDist2;
 }
 
-// One axis of the transform: out[k] = min over j in the Gaussian window of in[k + (j - i) stride] + (j - i)^2.
 __global__ void nearest_axis_kernel(const int64_t* __restrict__ in, int64_t* __restrict__ out, int64_t K,
                                     int64_t stride, int64_t size, double sigma, double shrink,
                                     const int64_t* __restrict__ step, const int* __restrict__ bad) {
   if (*bad) return;
   const int64_t r = gaussian_radius(gaussian_inv_width2(sigma, shrink, *step), size);
-  for (int64_t k = thread_index(); k < K; k += thread_count()) {
-    const int64_t i = (k / stride) % size;
-    int64_t best = kFar;
-    for (int64_t j = max(int64_t{0}, i - r); j <= min(size - 1, i + r); ++j) {
-      const int64_t from = in[k + (j - i) * stride];
-      if (from < kFar) best = min(best, from + (j - i) * (j - i));
-    }
-    out[k] = best;
-  }
+  for (int64_t k = thread_index(); k < K; k += thread_count()) out[k] = nearest_dist2_along_axis(in, k, stride, size, r);
 }
 
 // Sets c' = 0 for the codes that are not written, so that the EMA kernels skip them.
@@ -184,9 +171,7 @@ __global__ void drop_unwritten_kernel(const int64_t* __restrict__ dist2, int64_t
   if (*bad) return;
   const double inv2 = gaussian_inv_width2(sigma, shrink, *step);
   for (int64_t k = thread_index(); k < K; k += thread_count()) {
-    const bool written =
-        dist2[k] == 0 || (dist2[k] < kFar && static_cast<float>(exp(-static_cast<double>(dist2[k]) * inv2)) > 0.f);
-    if (!written) mixed[k * W + W - 1] = 0.f;
+    if (!gaussian_writes(dist2[k], inv2)) mixed[k * W + W - 1] = 0.f;
   }
 }
 
@@ -370,10 +355,12 @@ void som_update_cuda(at::Tensor& codebook, at::Tensor& ema_sums, at::Tensor& ema
                                                                        work.data_ptr<float>(), bad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor mixed = mix_statistics(nb, g, work, shrink, sigma, base, t, bad, stream);
-  // Finite sums can still overflow float32 when neighbours are added up: such a batch is skipped too.
-  check_finite_kernel<<<grid_stride_blocks(mixed.numel()), kBlock, 0, stream>>>(
-      mixed.const_data_ptr<float>(), mixed.numel(), nullptr, 0, bad_flag.data_ptr<int>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (nb != Neighbourhood::None) {  // else mixed is the batch statistics, already checked
+    // Finite sums can still overflow float32 when neighbours are added up: such a batch is skipped too.
+    check_finite_kernel<<<grid_stride_blocks(mixed.numel()), kBlock, 0, stream>>>(
+        mixed.const_data_ptr<float>(), mixed.numel(), nullptr, 0, bad_flag.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   if (nb == Neighbourhood::Gaussian && !update_empty) drop_unwritten_codes(g, C, mixed, sigma, shrink, t, bad, stream);
   update_emas(codebook, ema_sums, ema_counts, mixed, decay, eps, update_empty, bad, stream);
   advance_counters_kernel<<<1, 1, 0, stream>>>(step.data_ptr<int64_t>(), skipped.data_ptr<int64_t>(), bad);
