@@ -15,16 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..train.run_folder import Row, summarize
+from ..train.run_folder import Row, read_rows, summarize
 from .posthoc import read_topography
 from .runner import Run, is_finished
 from .studies import Entry, Study
-
-
-def read_rows(folder: str | os.PathLike[str]) -> list[Row]:
-    """The rows of a run's metrics.csv, as floats."""
-    with open(Path(folder) / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def levels_of(rows: Sequence[Row]) -> list[str]:
@@ -157,8 +151,13 @@ def aggregate(study: Study, runs: Sequence[Run], records: dict[Path, RunRecord])
     return results
 
 
+def relative(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` relative to the folder ``base``, with forward slashes (for Markdown links and CSV cells)."""
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
 def _links(result: ConfigResult, base: Path) -> str:
-    return " ".join(f"[s{r.run.seed}]({Path(os.path.relpath(r.run.folder, base)).as_posix()})" for r in result.records)
+    return " ".join(f"[s{r.run.seed}]({relative(r.run.folder, base)})" for r in result.records)
 
 
 def _cell(stats: list[Stat], digits: int) -> str:
@@ -198,7 +197,7 @@ def csv_rows(study: Study, results: Sequence[ConfigResult], base: str | os.PathL
                 row.update({f"{name}_mean": stat.mean, f"{name}_std": stat.std, f"{name}_n": stat.n})
         row.update({f"paper_{c}": (r.entry.paper[i] if i < len(r.entry.paper) else "")
                     for i, c in enumerate(("loss_x1e3", "steps_to_10pct_x1e3", "steps_to_20pct_x1e3"))})
-        row["run_folders"] = ";".join(Path(os.path.relpath(rec.run.folder, base)).as_posix() for rec in r.records)
+        row["run_folders"] = ";".join(relative(rec.run.folder, base) for rec in r.records)
         rows.append(row)
     return rows
 
@@ -213,7 +212,7 @@ def run_rows(records: Sequence[RunRecord], base: str | os.PathLike[str]) -> list
             values = metric.values(record)
             for level, value in zip(record.levels if len(values) > 1 else [""], values):
                 row[metric.name + (f"_{level}" if level else "")] = value
-        row["run_folder"] = Path(os.path.relpath(record.run.folder, base)).as_posix()
+        row["run_folder"] = relative(record.run.folder, base)
         rows.append(row)
     return rows
 

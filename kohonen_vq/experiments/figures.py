@@ -13,11 +13,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ..topography import perturbed_indices, u_matrix
-from ..train.figures import codebook_grid
+from ..train.figures import agg_figure, codebook_grid, plot_images
 from .aggregate import RunRecord
 from .posthoc import LoadedRun, load_run
 from .studies import EMA_TUNED, KSOM_GAUSSIAN, KSOM_HARD, STUDIES, Config
@@ -43,12 +41,6 @@ def _groups(records: Records, configs: Sequence[Config]) -> dict[str, list[RunRe
     return {c.label: records[c.name] for c in configs if records.get(c.name)}
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _first(records: Records, config: Config) -> RunRecord | None:
     runs = records.get(config.name)
     return min(runs, key=lambda r: r.run.seed) if runs else None
@@ -58,7 +50,7 @@ def plot_runs(groups: dict[str, Sequence[RunRecord]], column: str, path: str | o
               ylabel: str, log_y: bool = False) -> None:
     """``column`` against the step: a colour per configuration, a thin line per run and a thick one for the mean
     over its runs (a mean alone would hide a seed that went wrong, as in the paper's Fig. 1)."""
-    fig = _figure(6.5, 4.2)
+    fig = agg_figure(6.5, 4.2)
     ax = fig.add_subplot()
     for i, (label, runs) in enumerate(groups.items()):
         for run in runs:
@@ -91,27 +83,9 @@ def perturbation_grid(run: LoadedRun, offsets: Sequence[int] = OFFSETS, count: i
     return torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
 
 
-def plot_panels(panels: dict[str, np.ndarray], path: str | os.PathLike[str], row_labels: Sequence[str] = (),
-                ylabel: str = "", width: float = 4.5, height: float = 3.2) -> None:
-    """Images side by side under their labels, at 100 dpi (the figures stay well under 300 KB); ``row_labels``
-    name equal-height bands of rows of each image (Fig. 3's offsets)."""
-    fig = _figure(width * len(panels), height)
-    for i, (label, image) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(image, interpolation="nearest")
-        ax.set_xticks([])
-        band = image.shape[0] / max(1, len(row_labels))
-        ax.set_yticks([(j + 0.5) * band for j in range(len(row_labels))], list(row_labels))
-        ax.set_ylabel(ylabel)
-        ax.set_title(label, fontsize="medium")
-        if not row_labels:
-            ax.axis("off")
-    fig.savefig(path, dpi=100)
-
-
 def plot_u_matrices(maps: dict[str, np.ndarray], path: str | os.PathLike[str]) -> None:
     """U-matrices side by side (grid axis 0 horizontal, as in the codebook figure), each with its colour bar."""
-    fig = _figure(4.5 * len(maps), 3.4)
+    fig = agg_figure(4.5 * len(maps), 3.4)
     for i, (label, values) in enumerate(maps.items()):
         ax = fig.add_subplot(1, len(maps), i + 1)
         shown = values.T if values.ndim == 2 else values[None, :]
@@ -144,12 +118,12 @@ def write_figures(records: Records, out: str | os.PathLike[str]) -> dict[str, Pa
     captions = {label: f"{label}, seed {pair[label].run.seed}" for label in loaded}
     for level in next(iter(loaded.values())).model.levels:
         path = out / f"fig2_codebooks_{level}.png"
-        plot_panels({captions[label]: codebook_grid(run.model, level, run.normalization, run.cfg.image_size, tile=TILE)
-                     for label, run in loaded.items()}, path)
+        plot_images({captions[label]: codebook_grid(run.model, level, run.normalization, run.cfg.image_size, tile=TILE)
+                     for label, run in loaded.items()}, path, dpi=100)  # 100 dpi: the PNGs stay under 300 KB
         written[f"Fig. 2: decoded codebook ({level}) at the codes' grid positions"] = path
     path = out / "fig3_perturbation.png"
-    plot_panels({captions[label]: perturbation_grid(run) for label, run in loaded.items()}, path,
-                [f"{o:+d}" for o in OFFSETS], "grid offset", width=3.2, height=4.6)
+    plot_images({captions[label]: perturbation_grid(run) for label, run in loaded.items()}, path,
+                row_labels=[f"{o:+d}" for o in OFFSETS], ylabel="grid offset", width=3.2, height=4.6, dpi=100)
     written["Fig. 3: validation images with every latent code moved by the same grid offset (row); EMA-VQ's codes "
             "are shifted on the same grid layout, which its training ignores"] = path
     path = out / "u_matrix.png"

@@ -24,6 +24,7 @@ from ..train.checkpoint import load_checkpoint
 from ..train.config import TrainConfig, resume_config
 from ..train.evaluate import evaluate
 from ..train.figures import DECODE_SIDE
+from ..train.run_folder import last_checkpoint
 from ..train.trainer import build
 
 TOPOGRAPHY_FILE = "topography.json"
@@ -45,7 +46,7 @@ class LoadedRun:
 def load_run(folder: str | os.PathLike[str], device: torch.device | str = "cpu") -> LoadedRun:
     """The model of ``folder``'s checkpoints/last.pt, rebuilt from the settings stored in it, and its
     validation data."""
-    checkpoint = load_checkpoint(Path(folder) / "checkpoints" / "last.pt", map_location=device)
+    checkpoint = load_checkpoint(last_checkpoint(folder), map_location=device)
     cfg = resume_config(checkpoint["config"], {})
     model = build(cfg)
     model.load_state_dict(checkpoint["model"])

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from ..train.config import flag, resolve
+from ..train.run_folder import last_checkpoint
 from .posthoc import read_topography, write_topography
 from .studies import Config, Study
 
@@ -118,7 +119,7 @@ def is_finished(folder: str | os.PathLike[str], max_steps: int | None = None) ->
 def action(run: Run) -> str:
     """``"skip"``, ``"resume"`` or ``"start"`` for ``run`` given what its folder holds (see the module
     docstring); ValueError if the folder holds a run with other settings."""
-    if not (run.folder / "checkpoints" / "last.pt").exists():
+    if not last_checkpoint(run.folder).exists():
         return "start"
     want = resolve(run.settings).to_dict()
     saved = _read_json(run.folder / "config.json") or {}  # written before the first checkpoint

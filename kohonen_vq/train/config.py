@@ -104,10 +104,7 @@ class TrainConfig:
             if choices is not None and getattr(self, name) not in choices:
                 raise ValueError(f"{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         for name in ("image_size", "hidden", "res_channels", "embedding_dim", "num_codes", "batch_size",
-                     "max_steps", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_limit", "val_batch_size", "threads"):
+                     "max_steps", "eval_every", "val_limit", "val_batch_size", "threads"):  # the last 3 may be None
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("num_res_blocks", "workers", "seed"):
@@ -263,9 +260,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def resolve(overrides: Mapping[str, Any]) -> TrainConfig:
     """The dataclass defaults, then ``overrides["preset"]``'s values, then ``overrides``; validated."""
     preset = overrides.get("preset", TrainConfig.preset)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[preset], **overrides, "preset": preset}).validate()
+    # An unknown preset gets no values here; validate() then rejects it by name.
+    return TrainConfig(**{**PRESETS.get(preset, {}), **overrides, "preset": preset}).validate()
 
 
 def resume_config(saved: Mapping[str, Any], overrides: Mapping[str, Any]) -> TrainConfig:

@@ -23,7 +23,8 @@ Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 DECODE_SIDE = 64  # constant-code images are decoded at most this large: a 256x256 decode of 512 codes is slow
 
 
-def _figure(width: float, height: float) -> Figure:
+def agg_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas (no pyplot state)."""
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -31,7 +32,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def plot_curves(series: Series, path: str | os.PathLike[str], title: str, ylabel: str, log_y: bool = False) -> None:
     """One line per entry of ``series`` (label -> (steps, values)), against the training step."""
-    fig = _figure(6, 4)
+    fig = agg_figure(6, 4)
     ax = fig.add_subplot()
     for label, (steps, values) in series.items():
         ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
@@ -66,17 +67,26 @@ def codebook_grid(model: nn.Module, level: str, normalization: Normalization, im
     return canvas.permute(1, 2, 0).numpy()
 
 
-def plot_images(images: dict[str, np.ndarray], path: str | os.PathLike[str], title: str | None = None) -> None:
-    """Images side by side, each under its label."""
-    fig = _figure(4.5 * len(images), 3.2)
+def plot_images(images: dict[str, np.ndarray], path: str | os.PathLike[str], title: str | None = None,
+                row_labels: Sequence[str] = (), ylabel: str = "", width: float = 4.5, height: float = 3.2,
+                dpi: int = 150) -> None:
+    """Images side by side, each under its label; ``row_labels`` name equal-height bands of rows of each
+    image (y ticks under ``ylabel``), otherwise the axes are hidden."""
+    fig = agg_figure(width * len(images), height)
     for i, (label, image) in enumerate(images.items()):
         ax = fig.add_subplot(1, len(images), i + 1)
         ax.imshow(image, interpolation="nearest")
         ax.set_title(label, fontsize="medium")
-        ax.axis("off")
+        if row_labels:
+            band = image.shape[0] / len(row_labels)
+            ax.set_xticks([])
+            ax.set_yticks([(j + 0.5) * band for j in range(len(row_labels))], list(row_labels))
+            ax.set_ylabel(ylabel)
+        else:
+            ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=dpi)
 
 
 def run_figures(folder: str | os.PathLike[str], rows: Sequence[dict[str, float]], model: nn.Module,

@@ -44,6 +44,17 @@ def summarize(rows: Sequence[Row], levels: Sequence[str]) -> dict[str, Any]:
             "skipped_batches": int(last["skipped_batches"])}
 
 
+def read_rows(folder: str | os.PathLike[str]) -> list[Row]:
+    """The rows of ``folder``'s metrics.csv, as floats."""
+    with open(Path(folder) / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def last_checkpoint(folder: str | os.PathLike[str]) -> Path:
+    """checkpoints/last.pt of the run folder ``folder``."""
+    return Path(folder) / "checkpoints" / "last.pt"
+
+
 class RunFolder:
     """Writes one run's files under ``path``. ``resume_step``: keep metrics.csv rows up to that step (those
     after it were written past the checkpoint the run continues from); None starts the folder afresh."""
@@ -67,7 +78,7 @@ class RunFolder:
 
     @property
     def last(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return last_checkpoint(self.path)
 
     @property
     def best(self) -> Path:
@@ -80,11 +91,9 @@ class RunFolder:
 
     def rows(self) -> list[Row]:
         """The rows of metrics.csv so far, as floats."""
-        path = self.path / "metrics.csv"
-        if not self.active or not path.exists():
+        if not self.active or not (self.path / "metrics.csv").exists():
             return []
-        with open(path, newline="") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return read_rows(self.path)
 
     def _rewrite(self, rows: list[Row]) -> None:
         if rows:

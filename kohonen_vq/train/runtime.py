@@ -137,6 +137,7 @@ class StopSignals:
             return self.received is not None
         flag = torch.tensor([0 if self.received is None else self.received], device=runtime.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if self.received is None and flag.item():
-            self.received = int(flag.item())
-        return bool(flag.item())
+        received = int(flag.item())  # one device sync
+        if self.received is None and received:
+            self.received = received
+        return bool(received)

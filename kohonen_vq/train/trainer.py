@@ -31,7 +31,7 @@ from .checkpoint import copy_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import TrainConfig
 from .evaluate import evaluate
 from .figures import run_figures
-from .run_folder import RunFolder, summarize
+from .run_folder import RunFolder, last_checkpoint, summarize
 from .runtime import Runtime, StopSignals, cpu_threads, deterministic, init_runtime, seed_everything, shutdown
 
 
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, checkpoint: dict[str, Any] | None = None, overwrite:
     """
     runtime = init_runtime(cfg.device)
     try:
-        last = Path(cfg.run_dir) / "checkpoints" / "last.pt"
+        last = last_checkpoint(cfg.run_dir)
         if runtime.is_main and checkpoint is None and not overwrite and last.exists():
             raise FileExistsError(f"{cfg.run_dir!r} already holds a run ({last}); continue it with --resume, "
                                   f"start it again with --overwrite, or pick another --out")
@@ -154,8 +154,9 @@ def _train(cfg: TrainConfig, checkpoint: dict[str, Any] | None, runtime: Runtime
                 state.skipped_batches += 1
             folder.log_train_step(state.step, values[0], dict(zip(levels, values[2:])))
             bar.update(1)
-            postfix = {"loss": f"{values[0]:.4f}", **{f"ppl_{lv}": f"{p:.0f}" for lv, p in zip(levels, values[2:])}}
-            bar.set_postfix(postfix, refresh=False)
+            if not bar.disable:  # format the postfix only for a visible bar
+                postfix = {"loss": f"{values[0]:.4f}", **{f"ppl_{lv}": f"{p:.0f}" for lv, p in zip(levels, values[2:])}}
+                bar.set_postfix(postfix, refresh=False)
 
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 window = torch.tensor(state.window, dtype=torch.float64, device=device)
