@@ -385,15 +385,19 @@ def _assign_check(b: Bench, spec: Spec, baselines: dict[str, Any]) -> dict[str, 
             "max_abs_sqdist_diff": (d_a - d_b).abs().max().item()}
 
 
+def _native_and_baselines(b: Bench, op: str, n: int, k: int, baselines: tuple[str, ...]) -> tuple[Spec, dict, dict]:
+    """One N x K case of ``op``: its spec, the native way's result and each baseline's."""
+    log(f"{b.device.type}: {op} N={n} K={k}")
+    spec = {"op": op, "n": n, "k": k}
+    return spec, b.way({**spec, "way": "native"}), {w: b.way({**spec, "way": w}) for w in baselines}
+
+
 def bench_assign(b: Bench, mm_gflops: float) -> list[Row]:
     rows = []
     for n, k in b.sizes.cases():
-        log(f"{b.device.type}: assign N={n} K={k}")
-        spec = {"op": "assign", "n": n, "k": k}
-        native = b.way({**spec, "way": "native"})
+        spec, native, base = _native_and_baselines(b, "assign", n, k, ASSIGN_BASELINES[b.device.type])
         native["gflops"] = 2 * n * k * D / median(native) / 1e9
         native["ratio_to_mm"] = native["gflops"] / mm_gflops
-        base = {w: b.way({**spec, "way": w}) for w in ASSIGN_BASELINES[b.device.type]}
         speedup = _speedups(native, base)
         best = min((w for w in TORCH_WAYS if w in speedup), key=lambda w: speedup[w], default=None)
         rows.append({"n": n, "k": k, "d": D, "native": native, "baselines": base, "speedup_vs": speedup,
@@ -405,10 +409,7 @@ def bench_assign(b: Bench, mm_gflops: float) -> list[Row]:
 def bench_cluster_stats(b: Bench, copy_gbps: float) -> list[Row]:
     rows = []
     for n, k in b.sizes.cases():
-        log(f"{b.device.type}: cluster_stats N={n} K={k}")
-        spec = {"op": "cluster_stats", "n": n, "k": k}
-        native = b.way({**spec, "way": "native"})
-        base = {w: b.way({**spec, "way": w}) for w in STATS_BASELINES}
+        spec, native, base = _native_and_baselines(b, "cluster_stats", n, k, STATS_BASELINES)
         gbps = n * D * 4 / median(native) / 1e9
         (s_a, c_a), (s_b, c_b) = b.outputs({**spec, "way": "native"}), b.outputs({**spec, "way": "index_add"})
         rows.append({"n": n, "k": k, "d": D, "native": native, "baselines": base, "speedup_vs": _speedups(native, base),

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report  # noqa: E402
 import _timing  # noqa: E402
 
 from kohonen_vq.train import resolve, train_step  # noqa: E402
@@ -94,8 +95,7 @@ def main() -> None:
     results = {"benchmark": "train", "preset": "cifar10-vqvae", "data": "synthetic (B, 3, 32, 32) N(0, 1)",
                "device": device.type, "machine": _timing.machine_info(), "quick": args.quick,
                "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]}, "cases": cases}
-    tag = _timing.machine_tag(device.type)
-    out = args.out or Path(__file__).parent / "results" / f"train-{device.type}-{tag}{'-quick' if args.quick else ''}.json"
+    out = args.out or _report.RESULTS / f"{_report.stem('train', device.type, args.quick)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

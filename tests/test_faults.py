@@ -28,7 +28,7 @@ from kohonen_vq.train.checkpoint import FORMAT, CheckpointWriteError
 from kohonen_vq.train.config import FIELDS, load_config_file
 
 from test_cli_errors import Calls, assert_line, run_cli
-from test_train import TIMEOUT_S, TINY, run_subprocess, train
+from test_train import TIMEOUT_S, TINY, run_subprocess, start, train, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,21 +89,6 @@ def assert_same_run(out: Path, reference: Path) -> None:
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 
-def _start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-
-
-def _wait_for(path: Path, proc: subprocess.Popen) -> None:
-    """Waits until ``path`` exists while ``proc`` runs (a process that ends first fails the test)."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-
-
 def _kill(proc: subprocess.Popen, sig: int) -> str:
     """Sends ``sig`` to ``proc``'s process group; returns its stderr."""
     try:
@@ -124,8 +109,8 @@ def _resume(out: Path) -> None:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, uninterrupted: Path, fault: Fault) -> None:
     fault.injected("kill -9 during training")
     out = tmp_path / "killed"
-    proc = _start(_cli("train", *TINY, *FAST, *STEPS, "--out", str(out)))
-    _wait_for(out / "checkpoints" / "last.pt", proc)
+    proc = start(_cli("train", *TINY, *FAST, *STEPS, "--out", str(out)))
+    wait_for(out / "checkpoints" / "last.pt", proc)
     _kill(proc, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     killed_at = load_checkpoint(out / "checkpoints" / "last.pt")["step"]  # the last checkpoint is whole
@@ -144,8 +129,8 @@ def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path: Path, uninterrupt
     fault.injected(f"{signal.Signals(sig).name} to the process group during training")
     # To the process group, as Ctrl-C or a batch scheduler sends it: a DataLoader worker process receives it too.
     out = tmp_path / "stopped"
-    proc = _start(_cli("train", *TINY, *FAST, *STEPS, "--workers", "1", "--out", str(out)))
-    _wait_for(out / "checkpoints" / "last.pt", proc)
+    proc = start(_cli("train", *TINY, *FAST, *STEPS, "--workers", "1", "--out", str(out)))
+    wait_for(out / "checkpoints" / "last.pt", proc)
     err = _kill(proc, sig)
     stopped_at = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
     _resume(out)
@@ -229,8 +214,8 @@ def test_kill_while_a_checkpoint_is_written(tmp_path: Path, uninterrupted: Path,
     fault.injected("kill -9 while a checkpoint is written")
     out, stalled = tmp_path / "run", tmp_path / "stalled"
     checkpoints = out / "checkpoints"
-    proc = _start([sys.executable, "-c", STALLING_SAVE, str(stalled), *TINY, *FAST, *STEPS, "--out", str(out)])
-    _wait_for(stalled, proc)
+    proc = start([sys.executable, "-c", STALLING_SAVE, str(stalled), *TINY, *FAST, *STEPS, "--out", str(out)])
+    wait_for(stalled, proc)
     before = (checkpoints / "last.pt").read_bytes()
     _kill(proc, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
@@ -411,11 +396,11 @@ sys.exit(main(["train", *sys.argv[1:]]))
 
 def test_a_rank_that_raises_fails_the_whole_job_quickly(tmp_path: Path, fault: Fault) -> None:
     fault.injected("a rank raises in a 2-process gloo job")
-    start = time.monotonic()
+    t0 = time.monotonic()
     result = run_subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                              "--no-python", sys.executable, "-c", FAULTY_RANK, *TINY, *FAST, "--max-steps", "200",
                              "--eval-every", "2", "--out", str(tmp_path / "ddp")], timeout=60)
-    elapsed = time.monotonic() - start
+    elapsed = time.monotonic() - t0
     assert result.returncode != 0
     assert "injected fault on rank 1" in result.stderr, result.stderr[-3000:]
     assert elapsed < 60

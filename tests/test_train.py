@@ -35,11 +35,25 @@ def train(out: Path, *args: str) -> int:
     return main(["train", *TINY, "--out", str(out), *args])
 
 
+def start(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Starts argv on one thread in its own process group (so it can be signalled or killed as a whole)."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, **kwargs)
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    """Waits until ``path`` exists while ``proc`` runs (a process that ends first fails the test)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+
+
 def run_subprocess(argv: list[str], timeout: float = TIMEOUT_S, **kwargs) -> subprocess.CompletedProcess:
     """Runs argv in its own process group, killed as a whole if it outlives ``timeout`` (a hang fails fast)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, **kwargs)
+    proc = start(argv, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -315,15 +329,9 @@ def test_sigterm_saves_and_exits(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "kohonen_vq", "train", *TINY, "--max-steps", "100000", "--eval-every", "2",
             "--out", str(out), "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = start(argv)
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not (out / "checkpoints" / "last.pt").exists():  # training is under way
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.2)
+        wait_for(out / "checkpoints" / "last.pt", proc)  # training is under way
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=TIMEOUT_S)
     finally:
