@@ -2,7 +2,7 @@
 
 A target row is JSON: the device, the target's name and case, the measured value, its threshold and
 comparison, and `result`: "PASS", "FAIL" or why it has no verdict ("not run: ...", "not measured: ...",
-"not implemented", "no target on ..."). `pass` is True / False, or None without a verdict.
+"no target on ..."). `pass` is True / False, or None without a verdict.
 """
 from __future__ import annotations
 

@@ -71,7 +71,9 @@ Neighbourhood parse_neighbourhood(const std::string& name) {
                      "'gaussian', 'exponential', got '", name, "'");
 }
 
-void check_assign_args(const at::Tensor& x, const at::Tensor& codebook) {
+AssignPrecision check_assign_args(const at::Tensor& x, const at::Tensor& codebook, const std::string& precision) {
+  TORCH_CHECK(precision == "exact" || precision == "tf32", "kohonen_vq.assign: argument 'precision' must be one of "
+              "'exact', 'tf32', got '", precision, "'");
   check_float_input(x, "assign", "x");
   check_float_input(codebook, "assign", "codebook");
   check_rank(x, 2, "(N, D)", "assign", "x");
@@ -89,6 +91,7 @@ void check_assign_args(const at::Tensor& x, const at::Tensor& codebook) {
               " codes exceeds 2^31 - 1");
   TORCH_CHECK(x.size(0) <= kMaxAssignRows, "kohonen_vq.assign: N = ", x.size(0), " rows is too many (at most ",
               kMaxAssignRows, ")");
+  return precision == "tf32" ? AssignPrecision::TF32 : AssignPrecision::Exact;
 }
 
 void check_cluster_stats_args(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes) {
@@ -160,13 +163,23 @@ Neighbourhood check_som_update_args(const at::Tensor& codebook, const at::Tensor
   return nb;
 }
 
-void check_indices_in_range(const at::Tensor& indices, int64_t num_codes) {
+void check_lookup_args(const at::Tensor& codebook, const at::Tensor& indices) {
+  check_float_input(codebook, "lookup", "codebook");
+  check_defined(indices, "lookup", "indices");
+  check_rank(codebook, 2, "(K, D)", "lookup", "codebook");
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
+              "kohonen_vq.lookup: argument 'indices' must have dtype int64 or int32, got ", indices.scalar_type());
+  check_rank(indices, 1, "(N,)", "lookup", "indices");
+  check_same_device(codebook, "codebook", indices, "indices", "lookup");
+}
+
+void check_indices_in_range(const at::Tensor& indices, int64_t num_codes, const char* op) {
   if (indices.numel() == 0) return;
   const at::Tensor idx = indices.to(at::kLong);
   const int64_t lo = idx.min().item<int64_t>();
   const int64_t hi = idx.max().item<int64_t>();
-  TORCH_CHECK(lo >= 0 && hi < num_codes, "kohonen_vq.cluster_stats: argument 'indices' must lie in [0, ",
-              num_codes, "), got values in [", lo, ", ", hi, "]");
+  TORCH_CHECK(lo >= 0 && hi < num_codes, "kohonen_vq.", op, ": argument 'indices' must lie in [0, ", num_codes,
+              "), got values in [", lo, ", ", hi, "]");
 }
 
 }  // namespace kvq

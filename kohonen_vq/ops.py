@@ -17,14 +17,34 @@ load_library()
 NEIGHBOURHOODS = ("none", "hard", "gaussian", "exponential")
 
 
-def assign(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+ASSIGN_PRECISIONS = ("exact", "tf32")
+
+
+def assign(x: torch.Tensor, codebook: torch.Tensor, *,
+           precision: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest code of each row of ``x`` (N, D) in ``codebook`` (K, D) by squared Euclidean distance.
 
     Returns ``(indices, sqdist)``: int64 (N,) with ties resolved to the lowest index, and float32 (N,)
     squared distances to the chosen code. Inputs may be float32, float16 or bfloat16; arithmetic is
     float32. Extra memory is O(N + K): no N x K matrix is formed. Rows containing NaN map to code 0.
+
+    ``precision="tf32"`` searches with TF32 tensor-core products on CUDA (compute capability >= 8.0): a
+    code whose distance is within TF32 rounding (~1e-3 relative) of the nearest one may win, and
+    ``sqdist`` is still the float32 distance to the code chosen. The CPU has no TF32 unit and runs the
+    exact search for both settings.
     """
-    return torch.ops.kohonen_vq.assign(x, codebook)
+    return torch.ops.kohonen_vq.assign(x, codebook, precision=precision)
+
+
+def lookup(codebook: torch.Tensor, indices: torch.Tensor, *, check_range: bool = True) -> torch.Tensor:
+    """``codebook[indices]``: the (N, D) codes of ``indices`` (N,), int64 or int32, as a new tensor in the
+    codebook's dtype.
+
+    An op boundary, so ``torch.compile`` cannot move this read after an in-place update of the codebook.
+    Indices outside ``[0, K)`` raise; ``check_range=False`` skips that check on CUDA, where it costs a
+    device synchronisation (for indices that come from :func:`assign`), and such rows are then NaN.
+    """
+    return torch.ops.kohonen_vq.lookup(codebook, indices, check_range=check_range)
 
 
 def cluster_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *,

@@ -3,7 +3,8 @@
 # skipping, run the C++ tests with CUDA, run the CUDA benchmarks (benchmarks/run_all.py), and leave the
 # results in OUT_DIR.
 # Usage: bash scripts/gpu_check.sh OUT_DIR      (PYTHON=python3.12 to pick the interpreter)
-#   KVQ_GPU_STEPS="build test ctest bench" (the default) picks steps, so one device call can stay within its
+#   KVQ_GPU_STEPS="build test ctest bench" (the default; "profile" adds the per-kernel time of one
+#   KohonenVQ forward, benchmarks/profile_forward.py) picks steps, so one device call can stay within its
 #   10 minutes: a later call on the still-warm machine reuses the build. KVQ_PYTEST_ARGS (default "tests")
 #   narrows the test run, e.g. "-m cuda tests". On an H100 (16 cores) the build takes ~100 s, the whole test suite
 #   ~340 s, ctest ~30 s and the benchmarks ~90 s: within one 10-minute device call, run "build test" in one call
@@ -55,6 +56,11 @@ fi
 if want ctest; then
 step "ctest (with CUDA)"
 run env KVQ_CUDA=ON PYTHON="$py" bash scripts/run_ctest.sh build/ctest-cuda
+fi
+
+if want profile; then
+step "profile: where a KohonenVQ training forward spends its time (exact, then tf32)"
+for precision in exact tf32; do run "$py" benchmarks/profile_forward.py --device cuda --precision "$precision"; done
 fi
 
 if want bench; then

@@ -11,7 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 VERDICTS = {"PASS", "FAIL"}
-NO_VERDICT_PREFIXES = ("not run: ", "not measured: ", "not implemented", "no target on ")
+NO_VERDICT_PREFIXES = ("not run: ", "not measured: ", "no target on ")
 
 
 def _one(out: Path, pattern: str) -> dict:
@@ -41,7 +41,7 @@ def test_run_all_quick(tmp_path: Path) -> None:
                  "cluster_stats_vs_copy_floor", "som_update_ms"):  # listed even where CUDA cannot run
         assert ("cuda", name) in by_device, name
     fast = [t for t in ops["targets"] if t["target"] == "assign_fast_mode"]
-    assert fast and all(t["result"] == "not implemented" for t in fast)
+    assert fast and all(t["result"].startswith("not run: ") for t in fast)  # no CUDA here: listed, not judged
     cpu = ops["devices"]["cpu"]
     assert {"expand", "addmm", "cdist", "vqp", "faiss"} <= cpu["assign"][0]["baselines"].keys()
     assert all(r["native"]["peak_extra_bytes"] is not None for r in cpu["assign"])

@@ -42,6 +42,8 @@ SAMPLES = [
     sample("cluster_stats", "f16_i32", lambda: (randn(17, 5, dtype=torch.float16),
                                                 torch.randint(7, (17,), generator=gen(), dtype=torch.int32), 7)),
     sample("cluster_stats", "empty_batch", lambda: (randn(0, 2), torch.zeros(0, dtype=torch.int64), 3)),
+    sample("lookup", "f32_i64", lambda: (randn(7, 5), torch.randint(7, (17,), generator=gen()))),
+    sample("lookup", "bf16_i32_empty", lambda: (randn(3, 4, dtype=torch.bfloat16), torch.zeros(0, dtype=torch.int32))),
     sample("som_update_", "none_1d", lambda: (*som_state(12, 3), *som_batch(12, 3), [12], "none", 0.1, 1.0,
                                               10.0, 0.99, 1e-5, True)),
     sample("som_update_", "hard_2d_keep_empty", lambda: (*som_state(12, 3), *som_batch(12, 3), [4, 3], "hard",
@@ -60,6 +62,11 @@ def to_device(args: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
 @pytest.mark.parametrize("op, make_args", SAMPLES)
 def test_opcheck(device: torch.device, op: str, make_args: Callable[[], tuple[Any, ...]]) -> None:
     torch.library.opcheck(getattr(torch.ops.kohonen_vq, op).default, to_device(make_args(), device))
+
+
+def test_opcheck_assign_tf32(device: torch.device) -> None:
+    torch.library.opcheck(torch.ops.kohonen_vq.assign.default, to_device((randn(130, 9), randn(140, 9)), device),
+                          {"precision": "tf32"})
 
 
 def test_opcheck_cluster_stats_without_range_check(device: torch.device) -> None:

@@ -56,6 +56,11 @@ ASSIGN_CASES = [
          r"'x' and 'codebook' must be on the same device, got meta and cpu"),
     case("mixed_devices_cuda", lambda: ops.assign(z(5, 3, device="cuda"), z(2, 3)),
          r"'x' and 'codebook' must be on the same device, got cuda:0 and cpu", CUDA),
+    case("precision_unknown", lambda: ops.assign(z(5, 3), z(2, 3), precision="bf16"),
+         r"argument 'precision' must be one of 'exact', 'tf32', got 'bf16'"),
+    case("precision_unknown_meta", lambda: ops.assign(z(5, 3, device="meta"), z(2, 3, device="meta"),
+                                                      precision="TF32"),
+         r"argument 'precision' must be one of 'exact', 'tf32', got 'TF32'"),
 ]
 
 CLUSTER_STATS_CASES = [
@@ -85,6 +90,25 @@ CLUSTER_STATS_CASES = [
          r"'x' and 'indices' must be on the same device, got cpu and meta"),
     case("mixed_devices_cuda", lambda: ops.cluster_stats(z(5, 3, device="cuda"), long1(shape=(5,)), 4),
          r"'x' and 'indices' must be on the same device, got cuda:0 and cpu", CUDA),
+]
+
+LOOKUP_CASES = [
+    case("codebook_rank", lambda: ops.lookup(z(5), long1(shape=(2,))),
+         r"'codebook' must be a 2-D tensor of shape (K, D), got shape [5]"),
+    case("codebook_integer", lambda: ops.lookup(z(5, 3, dtype=torch.int64), long1(shape=(2,))),
+         r"'codebook' must have dtype float32, float16 or bfloat16, got Long"),
+    case("indices_float", lambda: ops.lookup(z(5, 3), z(2)),
+         r"'indices' must have dtype int64 or int32, got Float"),
+    case("indices_rank", lambda: ops.lookup(z(5, 3), long1(shape=(2, 1))),
+         r"'indices' must be a 1-D tensor of shape (N,), got shape [2, 1]"),
+    case("index_too_large", lambda: ops.lookup(z(5, 3), torch.tensor([0, 5])),
+         r"'indices' must lie in [0, 5), got values in [0, 5]"),
+    case("index_too_large_no_check_cpu", lambda: ops.lookup(z(5, 3), torch.tensor([7, 1]), check_range=False),
+         r"'indices' must lie in [0, 5), got values in [1, 7]"),
+    case("mixed_devices_meta", lambda: ops.lookup(z(5, 3), long1("meta", shape=(2,))),
+         r"'codebook' and 'indices' must be on the same device, got cpu and meta"),
+    case("mixed_devices_cuda", lambda: ops.lookup(z(5, 3, device="cuda"), long1(shape=(2,))),
+         r"'codebook' and 'indices' must be on the same device, got cuda:0 and cpu", CUDA),
 ]
 
 SOM_UPDATE_CASES = [
@@ -162,6 +186,12 @@ def test_assign_rejects(call: Callable[[], Any], message: str) -> None:
 @pytest.mark.parametrize("call, message", CLUSTER_STATS_CASES)
 def test_cluster_stats_rejects(call: Callable[[], Any], message: str) -> None:
     with pytest.raises(RuntimeError, match="kohonen_vq.cluster_stats: .*" + re.escape(message)):
+        call()
+
+
+@pytest.mark.parametrize("call, message", LOOKUP_CASES)
+def test_lookup_rejects(call: Callable[[], Any], message: str) -> None:
+    with pytest.raises(RuntimeError, match="kohonen_vq.lookup: .*" + re.escape(message)):
         call()
 
 

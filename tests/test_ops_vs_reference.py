@@ -202,12 +202,26 @@ def test_cluster_stats_cpu_checks_the_range_even_when_told_not_to() -> None:
 
 
 @pytest.mark.cuda
-def test_cluster_stats_cuda_without_range_check_leaves_out_of_range_rows_out() -> None:
+@pytest.mark.parametrize("repeat", [1, 5000])  # 20000 rows of 2 codes take the shared-memory kernel
+def test_cluster_stats_cuda_without_range_check_leaves_out_of_range_rows_out(repeat: int) -> None:
     # No synchronising check: the kernel must still never write outside its outputs.
-    x = torch.arange(8.0).view(4, 2).cuda()
-    sums, counts = ops.cluster_stats(x, torch.tensor([0, 5, -2, 1], device="cuda"), 2, check_range=False)
-    assert torch.equal(counts.cpu(), torch.tensor([1.0, 1.0]))
-    assert torch.equal(sums.cpu(), torch.tensor([[0.0, 1.0], [6.0, 7.0]]))
+    x = torch.arange(8.0).view(4, 2).repeat(repeat, 1).cuda()
+    indices = torch.tensor([0, 5, -2, 1]).repeat(repeat).cuda()
+    sums, counts = ops.cluster_stats(x, indices, 2, check_range=False)
+    assert torch.equal(counts.cpu(), torch.tensor([1.0, 1.0]) * repeat)
+    assert torch.equal(sums.cpu(), torch.tensor([[0.0, 1.0], [6.0, 7.0]]) * repeat)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("shape", [(60000, 7, 64), (80000, 100, 5), (30000, 1, 130)], ids=str)
+def test_cluster_stats_cuda_large_batch_of_few_codes(shape: tuple[int, int, int], dtype: torch.dtype) -> None:
+    # Many rows per code: the shared-memory partial sums, with skewed code frequencies and a strided x.
+    n, k, d = shape
+    gen = generator(n + k)
+    x = relayout(torch.randn(n, d, generator=gen).to(dtype), "strided")
+    indices = (torch.rand(n, generator=gen) ** 2 * k).long()
+    check_cluster_stats(x, indices, k, torch.device("cuda"))
 
 
 def test_cluster_stats_bit_identical_across_thread_counts() -> None:

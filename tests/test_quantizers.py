@@ -414,6 +414,28 @@ def test_emavq_constructor_validation(kwargs: dict, name: str) -> None:
         EMAVQ(16, 4, **kwargs)
 
 
+@pytest.mark.parametrize("cls", [KohonenVQ, EMAVQ, GradientVQ, GradientSOMVQ])
+def test_precision_validation(cls: type) -> None:
+    with pytest.raises(ValueError, match=r"precision must be one of \('exact', 'tf32'\), got 'fp8'"):
+        cls(16, 4, precision="fp8")
+
+
+@pytest.mark.parametrize("cls", [KohonenVQ, EMAVQ, GradientVQ, GradientSOMVQ])
+def test_tf32_precision_reaches_the_assignment(cls: type, device: torch.device) -> None:
+    # Codes far apart compared with TF32 rounding: both searches pick the same codes, so a training step
+    # gives the same output and state; on CPU the tf32 setting runs the exact search anyway.
+    torch.manual_seed(0)
+    exact, fast = cls(64, 16).to(device), cls(64, 16, precision="tf32").to(device)
+    fast.load_state_dict(exact.state_dict())
+    assert "precision='tf32'" in repr(fast)
+    z = (exact.codebook[torch.randint(64, (500,))] + 0.01 * torch.randn(500, 16, device=device)).requires_grad_()
+    out_exact, out_fast = exact(z), fast(z)
+    assert torch.equal(out_exact.indices, out_fast.indices)
+    torch.testing.assert_close(out_fast.quantized, out_exact.quantized)
+    torch.testing.assert_close(out_fast.loss, out_exact.loss)
+    torch.testing.assert_close(fast.codebook, exact.codebook)
+
+
 def test_gradient_som_constructor_validation() -> None:
     with pytest.raises(ValueError, match="neighbour_weight"):
         GradientSOMVQ(16, 4, neighbour_weight=-1.0)

@@ -18,8 +18,10 @@ namespace {
 
 constexpr int64_t kChunkRows = 256;
 
-std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Tensor& codebook) {
-  check_assign_args(x, codebook);
+// The CPU has no TF32 unit: precision "tf32" runs the same exact search (a result within any TF32 tolerance).
+std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x, const at::Tensor& codebook,
+                                              c10::string_view precision) {
+  check_assign_args(x, codebook, std::string(precision));
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
   at::Tensor sqdist = at::empty({N}, x.options().dtype(at::kFloat));

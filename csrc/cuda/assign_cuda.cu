@@ -14,6 +14,8 @@
 #include <limits>
 
 #include "checks.h"
+#include "cuda/argmin_key.cuh"
+#include "cuda/assign_tf32.cuh"
 #include "cuda/cuda_utils.cuh"
 
 namespace kvq::cuda {
@@ -40,21 +42,36 @@ __device__ __forceinline__ int micro_offset(int lane16, int i) {
   return (i < 4 ? 0 : kHalfTile) + lane16 * 4 + (i & 3);
 }
 
-// Order-preserving map of a float to 32 bits (as unsigned), in the high half; the index in the low half.
-// Adding +0 turns -0 into +0 so that equal distances tie and the lower index wins.
-__device__ __forceinline__ unsigned long long argmin_key(float dist, int index) {
-  unsigned int bits = __float_as_uint(dist + 0.f);
-  bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (static_cast<unsigned long long>(bits) << 32) | static_cast<unsigned int>(index);
+// Per-row FMA chains (||w_k||^2, and the winner's distance) keep the CPU's order, one thread a row, ascending
+// d. Read straight from global memory, each thread's chain waits on one scattered load per component (a
+// 64-step latency chain). Instead a block stages kChainDims components of its kBlock rows in shared memory
+// with coalesced loads, then each thread runs its chain from there.
+constexpr int kChainDims = 32;
+
+template <typename T>
+__device__ __forceinline__ void stage_rows(float (*xs)[kChainDims + 1], const T* __restrict__ x, int64_t row0,
+                                           int64_t N, int64_t s0, int64_t s1, int64_t d0, int64_t D) {
+  const int lane = threadIdx.x % kChainDims, first = threadIdx.x / kChainDims;
+  const int64_t d = d0 + lane;
+#pragma unroll 8
+  for (int r = first; r < kBlock; r += kBlock / kChainDims) {
+    xs[r][lane] = (d < D && row0 + r < N) ? static_cast<float>(x[(row0 + r) * s0 + d * s1]) : 0.f;
+  }
 }
 
 // ||w_k||^2 with the same FMA chain as the CPU packing.
 __global__ void norms_kernel(const float* __restrict__ w, int64_t K, int64_t D, float* __restrict__ norms) {
-  for (int64_t k = thread_index(); k < K; k += thread_count()) {
-    float s = 0.f;
-    for (int64_t d = 0; d < D; ++d) s = fmaf(w[k * D + d], w[k * D + d], s);
-    norms[k] = s;
+  __shared__ float ws[kBlock][kChainDims + 1];
+  const int64_t k0 = int64_t{blockIdx.x} * kBlock;
+  float s = 0.f;
+  for (int64_t d0 = 0; d0 < D; d0 += kChainDims) {
+    stage_rows(ws, w, k0, K, D, int64_t{1}, d0, D);
+    __syncthreads();
+    const int len = static_cast<int>(std::min<int64_t>(kChainDims, D - d0));
+    for (int j = 0; j < len; ++j) s = fmaf(ws[threadIdx.x][j], ws[threadIdx.x][j], s);
+    __syncthreads();
   }
+  if (k0 + threadIdx.x < K) norms[k0 + threadIdx.x] = s;
 }
 
 // A thread's share of the global loads of one tile: component `lane` = t % kTileDims of the rows (codes)
@@ -142,48 +159,59 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int i = 0; i < kMicro; ++i) best_dist[i][threadIdx.x] = INFINITY, best_code[i][threadIdx.x] = 0;
 
-  for (int64_t tile = blockIdx.y * tiles_per_split; tile < tile_end; ++tile) {
-    const int64_t code0 = tile * kTileCodes;
-    TileReader<scalar_t> x_tile = tile_reader(x, row0, N, sx0, sx1);
-    TileReader<float> w_tile = tile_reader(w, code0, K, D, int64_t{1});
-    float acc[kMicro][kMicro] = {};
-    Stage stage;
-    load_stage(stage, x_tile, w_tile, 0, D);
-    for (int64_t d0 = 0; d0 < D; d0 += kTileDims) {
-      store_stage(stage, xs, ws);
-      __syncthreads();
-      if (d0 + kTileDims < D) load_stage(stage, x_tile, w_tile, d0 + kTileDims, D);
-#pragma unroll
-      for (int d = 0; d < kTileDims; ++d) {
-        float a[kMicro], b[kMicro];
-        load_micro(xs[d], ty, a);
-        load_micro(ws[d], tx, b);
-#pragma unroll
-        for (int i = 0; i < kMicro; ++i)
-#pragma unroll
-          for (int j = 0; j < kMicro; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-      }
-      __syncthreads();
+  // One flat loop over (code tile, stage): the stage read ahead in registers runs on into the next tile,
+  // so the global loads never stall the pipeline at a tile boundary (K = 512 has only 4 tiles a block).
+  int64_t tile = blockIdx.y * tiles_per_split, d0 = 0;
+  TileReader<scalar_t> x_tile = tile_reader(x, row0, N, sx0, sx1);
+  TileReader<float> w_tile = tile_reader(w, tile * kTileCodes, K, D, int64_t{1});
+  float acc[kMicro][kMicro] = {};
+  Stage stage;
+  if (tile < tile_end) load_stage(stage, x_tile, w_tile, 0, D);
+  while (tile < tile_end) {
+    store_stage(stage, xs, ws);
+    __syncthreads();
+    const bool last_stage = d0 + kTileDims >= D;
+    const int64_t next_tile = last_stage ? tile + 1 : tile, next_d0 = last_stage ? 0 : d0 + kTileDims;
+    if (last_stage && next_tile < tile_end) {
+      x_tile = tile_reader(x, row0, N, sx0, sx1);
+      w_tile = tile_reader(w, next_tile * kTileCodes, K, D, int64_t{1});
     }
-    float wn[kMicro];
+    if (next_tile < tile_end) load_stage(stage, x_tile, w_tile, next_d0, D);
 #pragma unroll
-    for (int j = 0; j < kMicro; ++j) {
-      const int64_t code = code0 + micro_offset(tx, j);
-      wn[j] = code < K ? norms[code] : INFINITY;
+    for (int d = 0; d < kTileDims; ++d) {
+      float a[kMicro], b[kMicro];
+      load_micro(xs[d], ty, a);
+      load_micro(ws[d], tx, b);
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
-#pragma unroll
-    for (int i = 0; i < kMicro; ++i) {
-      float bd = best_dist[i][threadIdx.x];
-      int bc = best_code[i][threadIdx.x];
-      // Codes arrive in ascending order per row, so strict "<" keeps the lowest index of a tie.
+    __syncthreads();
+    if (last_stage) {
+      const int64_t code0 = tile * kTileCodes;
+      float wn[kMicro];
 #pragma unroll
       for (int j = 0; j < kMicro; ++j) {
-        const float dist = fmaf(acc[i][j], -2.f, wn[j]);
-        if (dist < bd) bd = dist, bc = static_cast<int>(code0 + micro_offset(tx, j));
+        const int64_t code = code0 + micro_offset(tx, j);
+        wn[j] = code < K ? norms[code] : INFINITY;
       }
-      best_dist[i][threadIdx.x] = bd;
-      best_code[i][threadIdx.x] = bc;
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        float bd = best_dist[i][threadIdx.x];
+        int bc = best_code[i][threadIdx.x];
+        // Codes arrive in ascending order per row, so strict "<" keeps the lowest index of a tie.
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) {
+          const float dist = fmaf(acc[i][j], -2.f, wn[j]);
+          if (dist < bd) bd = dist, bc = static_cast<int>(code0 + micro_offset(tx, j));
+          acc[i][j] = 0.f;
+        }
+        best_dist[i][threadIdx.x] = bd;
+        best_code[i][threadIdx.x] = bc;
+      }
     }
+    tile = next_tile, d0 = next_d0;
   }
 
   // The 16 threads sharing a row group are 16 consecutive lanes: butterfly min over them.
@@ -202,17 +230,26 @@ template <typename scalar_t>
 __global__ void finish_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
                               const float* __restrict__ w, const unsigned long long* __restrict__ keys,
                               int64_t* __restrict__ indices, float* __restrict__ sqdist) {
-  for (int64_t row = thread_index(); row < N; row += thread_count()) {
-    const int64_t k = static_cast<int64_t>(keys[row] & 0xffffffffu);
-    float s = 0.f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float diff = static_cast<float>(x[row * sx0 + d * sx1]) - w[k * D + d];
+  __shared__ float xs[kBlock][kChainDims + 1];
+  const int64_t row0 = int64_t{blockIdx.x} * kBlock, row = row0 + threadIdx.x;
+  const int64_t k = row < N ? static_cast<int64_t>(keys[row] & 0xffffffffu) : 0;
+  float s = 0.f;
+  for (int64_t d0 = 0; d0 < D; d0 += kChainDims) {
+    stage_rows(xs, x, row0, N, sx0, sx1, d0, D);
+    __syncthreads();
+    const int len = static_cast<int>(std::min<int64_t>(kChainDims, D - d0));
+    const float* code = w + k * D + d0;
+    for (int j = 0; j < len; ++j) {
+      const float diff = xs[threadIdx.x][j] - code[j];
       s = fmaf(diff, diff, s);
     }
-    indices[row] = k;
-    sqdist[row] = s;
+    __syncthreads();
   }
+  if (row < N) indices[row] = k, sqdist[row] = s;
 }
+
+// Blocks of the row-chain kernels: one thread a row.
+unsigned chain_blocks(int64_t rows) { return static_cast<unsigned>((rows + kBlock - 1) / kBlock); }
 
 // Code tiles per block: split K across blocks only when the row tiles alone cannot fill the device.
 int64_t tiles_per_split(int64_t row_tiles, int64_t code_tiles) {
@@ -221,10 +258,22 @@ int64_t tiles_per_split(int64_t row_tiles, int64_t code_tiles) {
   return (code_tiles + splits - 1) / splits;
 }
 
-std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Tensor& codebook) {
-  check_assign_args(x, codebook);
+// precision "tf32" needs mma.sync with TF32 operands (compute capability 8.0, Ampere, and later).
+void check_tf32_device(const at::Tensor& x) {
+  const int device = x.get_device();
+  int major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  TORCH_CHECK(major >= 8, "kohonen_vq.assign: precision='tf32' needs a GPU of compute capability >= 8.0, got ",
+              major, ".", minor, " on cuda:", device, "; use precision='exact'");
+}
+
+std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Tensor& codebook,
+                                               c10::string_view precision) {
+  const AssignPrecision mode = check_assign_args(x, codebook, std::string(precision));
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
   const c10::cuda::CUDAGuard guard(x.device());
+  if (mode == AssignPrecision::TF32) check_tf32_device(x);
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
   at::Tensor sqdist = at::empty({N}, x.options().dtype(at::kFloat));
   if (N == 0) return {indices, sqdist};
@@ -236,21 +285,32 @@ std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Te
   auto* pkeys = reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
-  norms_kernel<<<grid_stride_blocks(K), kBlock, 0, stream>>>(w.const_data_ptr<float>(), K, D,
-                                                             norms.data_ptr<float>());
+  norms_kernel<<<chain_blocks(K), kBlock, 0, stream>>>(w.const_data_ptr<float>(), K, D, norms.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
+  // Both searches use 128-row x 128-code block tiles.
+  static_assert(tf32::kRows == kTileRows && tf32::kCodes == kTileCodes && tf32::kThreads == kThreads);
   const int64_t row_tiles = (N + kTileRows - 1) / kTileRows;
   const int64_t code_tiles = (K + kTileCodes - 1) / kTileCodes;
   const int64_t per_split = tiles_per_split(row_tiles, code_tiles);
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>((code_tiles + per_split - 1) / per_split));
   KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "kohonen_vq_assign_cuda", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
-    argmin_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(px, N, D, x.stride(0), x.stride(1),
-                                                           w.const_data_ptr<float>(), norms.const_data_ptr<float>(),
-                                                           K, per_split, pkeys);
+    if (mode == AssignPrecision::TF32) {
+      const auto search = D <= tf32::kMaxResidentDims ? tf32::argmin_kernel<scalar_t, true>
+                                                      : tf32::argmin_kernel<scalar_t, false>;
+      const size_t shared = tf32::shared_bytes(D);  // above the default 48 KiB for D > 32
+      C10_CUDA_CHECK(
+          cudaFuncSetAttribute(search, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+      search<<<grid, kThreads, shared, stream>>>(px, N, D, x.stride(0), x.stride(1), w.const_data_ptr<float>(),
+                                                 norms.const_data_ptr<float>(), K, per_split, pkeys);
+    } else {
+      argmin_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(px, N, D, x.stride(0), x.stride(1),
+                                                             w.const_data_ptr<float>(), norms.const_data_ptr<float>(),
+                                                             K, per_split, pkeys);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_kernel<scalar_t><<<grid_stride_blocks(N), kBlock, 0, stream>>>(
+    finish_kernel<scalar_t><<<chain_blocks(N), kBlock, 0, stream>>>(
         px, N, D, x.stride(0), x.stride(1), w.const_data_ptr<float>(), pkeys, indices.data_ptr<int64_t>(),
         sqdist.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

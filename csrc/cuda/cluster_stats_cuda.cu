@@ -2,8 +2,11 @@
 // a float64 atomicAdd (counts with a 64-bit integer atomicAdd), then the totals are rounded to float32.
 // The order of the atomic additions varies from run to run, so GPU sums are not bit-reproducible (the
 // CPU path's are); accumulating in float64 keeps them within float32 rounding of the CPU result.
-// Counts are exact. Rows whose index lies outside [0, K) are skipped by the kernel, so no write leaves the
+// Counts are exact. Rows whose index lies outside [0, K) are skipped by the kernels, so no write leaves the
 // outputs even when the caller turned the (synchronising) range check off.
+// Large batches of a small codebook (the common VQ-VAE case) would funnel many atomics onto the same few
+// K x D addresses: there each block first sums its rows in shared memory (fp32 partial sums of a few rows
+// per code) and then adds each non-zero partial to the float64 totals once.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -33,6 +36,58 @@ __global__ void accumulate_kernel(const scalar_t* __restrict__ x, int64_t N, int
   }
 }
 
+constexpr int kPrivateThreads = 1024;
+constexpr int kPrivateRows = 4;  // rows a warp reads before it adds them, so the loads overlap
+
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kPrivateThreads)
+    accumulate_private_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
+                              const index_t* __restrict__ indices, int64_t si, int64_t K, double* __restrict__ sums,
+                              unsigned long long* __restrict__ counts) {
+  extern __shared__ float shared[];
+  float* part = shared;                                                 // K x D partial sums
+  auto* part_counts = reinterpret_cast<unsigned int*>(shared + K * D);  // K partial counts
+  for (int64_t e = threadIdx.x; e < K * D + K; e += blockDim.x) shared[e] = 0.f;  // 0.f and 0u: same bits
+  __syncthreads();
+  const int lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+  const int64_t first = (int64_t{blockIdx.x} * warps + threadIdx.x / kWarp) * kPrivateRows;
+  const int64_t step = int64_t{gridDim.x} * warps * kPrivateRows;
+  for (int64_t row0 = first; row0 < N; row0 += step) {
+    int64_t k[kPrivateRows];
+#pragma unroll
+    for (int r = 0; r < kPrivateRows; ++r) k[r] = row0 + r < N ? static_cast<int64_t>(indices[(row0 + r) * si]) : -1;
+    for (int64_t d = lane; d < D; d += kWarp) {
+      float v[kPrivateRows];
+#pragma unroll
+      for (int r = 0; r < kPrivateRows; ++r) {
+        v[r] = (k[r] >= 0 && k[r] < K) ? static_cast<float>(x[(row0 + r) * sx0 + d * sx1]) : 0.f;
+      }
+#pragma unroll
+      for (int r = 0; r < kPrivateRows; ++r)
+        if (k[r] >= 0 && k[r] < K) atomicAdd(part + k[r] * D + d, v[r]);
+    }
+#pragma unroll
+    for (int r = 0; r < kPrivateRows; ++r)
+      if (lane == r && k[r] >= 0 && k[r] < K) atomicAdd(part_counts + k[r], 1u);
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < K * D; e += blockDim.x)
+    if (part[e] != 0.f) atomicAdd(sums + e, static_cast<double>(part[e]));
+  for (int64_t e = threadIdx.x; e < K; e += blockDim.x)
+    if (part_counts[e] != 0u) atomicAdd(counts + e, static_cast<unsigned long long>(part_counts[e]));
+}
+
+// Shared-memory bytes of the privatised kernel, or 0 when it does not pay: the K x D partials must fit
+// in one block's shared memory, and each block should see several rows per code on average, or flushing
+// the partials costs as many atomics as adding the rows directly.
+size_t private_shared_bytes(int64_t N, int64_t K, int64_t D, int blocks) {
+  int device = 0, optin = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int64_t bytes = (K * D + K) * int64_t{4};
+  return bytes <= optin && N >= int64_t{4} * blocks * K ? static_cast<size_t>(bytes) : 0;
+}
+
 __global__ void round_kernel(const double* __restrict__ sums64, const unsigned long long* __restrict__ counts64,
                              int64_t K, int64_t D, float* __restrict__ sums, float* __restrict__ counts) {
   for (int64_t e = thread_index(); e < K * D; e += thread_count()) {
@@ -47,18 +102,30 @@ std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const
   const int64_t N = x.size(0), D = x.size(1), K = num_codes;
   const c10::cuda::CUDAGuard guard(x.device());
   if (N == 0) return {at::zeros({K, D}, x.options().dtype(at::kFloat)), at::zeros({K}, x.options().dtype(at::kFloat))};
-  if (check_range) check_indices_in_range(indices, K);  // reads min and max back: a device synchronisation
+  // Reads min and max back: a device synchronisation.
+  if (check_range) check_indices_in_range(indices, K, "cluster_stats");
 
   const at::Tensor sums64 = at::zeros({K, D}, x.options().dtype(at::kDouble));
   const at::Tensor counts64 = at::zeros({K}, x.options().dtype(at::kLong));
   auto* pcounts64 = reinterpret_cast<unsigned long long*>(counts64.data_ptr<int64_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int private_blocks = sm_count();
+  const size_t shared_bytes = private_shared_bytes(N, K, D, private_blocks);
   KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "kohonen_vq_cluster_stats_cuda", [&] {
     const scalar_t* px = x.const_data_ptr<scalar_t>();
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "kohonen_vq_cluster_stats_cuda_index", [&] {
-      accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * kWarp), kBlock, 0, stream>>>(
-          px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
-          sums64.data_ptr<double>(), pcounts64);
+      if (shared_bytes > 0) {
+        const auto kernel = accumulate_private_kernel<scalar_t, index_t>;
+        C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(shared_bytes)));
+        kernel<<<private_blocks, kPrivateThreads, shared_bytes, stream>>>(
+            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
+            sums64.data_ptr<double>(), pcounts64);
+      } else {
+        accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * kWarp), kBlock, 0, stream>>>(
+            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
+            sums64.data_ptr<double>(), pcounts64);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

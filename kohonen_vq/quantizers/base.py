@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import grid as grids
+from .. import ops
 
 
 def op_input(t: torch.Tensor) -> torch.Tensor:
@@ -67,10 +68,16 @@ class VQOutput(NamedTuple):
 
 class QuantizerBase(nn.Module):
     """Base of all quantisers: ``num_codes`` codes of size ``dim`` on ``grid``; ``channel_dim`` says
-    which dim of the input holds the vector (``-1`` for (..., dim), ``1`` for (B, dim, H, W))."""
+    which dim of the input holds the vector (``-1`` for (..., dim), ``1`` for (B, dim, H, W)); ``precision``
+    is the assignment's arithmetic (:func:`kohonen_vq.ops.assign`): ``"exact"`` fp32, or ``"tf32"`` tensor
+    cores on CUDA."""
 
-    def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None, commitment: float, channel_dim: int):
+    def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None, commitment: float, channel_dim: int,
+                 precision: str = "exact"):
         super().__init__()
+        if precision not in ops.ASSIGN_PRECISIONS:
+            raise ValueError(f"{type(self).__name__}: precision must be one of {ops.ASSIGN_PRECISIONS}, "
+                             f"got {precision!r}")
         if int(num_codes) < 1:
             raise ValueError(f"{type(self).__name__}: num_codes must be >= 1, got {num_codes}")
         if int(dim) < 1:
@@ -81,6 +88,7 @@ class QuantizerBase(nn.Module):
         self.grid = grids.resolve_grid(grid, self.num_codes)
         self.commitment = float(commitment)
         self.channel_dim = int(channel_dim)
+        self.precision = precision
 
     # --- shapes -----------------------------------------------------------------------------------
     def _flatten(self, z: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Size]:
@@ -143,4 +151,4 @@ class QuantizerBase(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_codes={self.num_codes}, dim={self.dim}, grid={self.grid}, commitment={self.commitment}, " \
-               f"channel_dim={self.channel_dim}"
+               f"channel_dim={self.channel_dim}, precision={self.precision!r}"

@@ -23,8 +23,8 @@ class GradientVQ(QuantizerBase):
     _codebook_key = "weight"
 
     def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, channel_dim: int = -1,
-                 grid: Sequence[int] | None = None):
-        super().__init__(num_codes, dim, grid, commitment, channel_dim)
+                 grid: Sequence[int] | None = None, precision: str = "exact"):
+        super().__init__(num_codes, dim, grid, commitment, channel_dim, precision)
         self.weight = nn.Parameter(torch.randn(self.num_codes, self.dim))
         self.register_buffer("_step", torch.zeros((), dtype=torch.long))
 
@@ -45,7 +45,7 @@ class GradientVQ(QuantizerBase):
 
     def forward(self, z: torch.Tensor) -> VQOutput:
         rows, restore, index_shape = self._flatten(z)
-        indices, sqdist = ops.assign(op_input(rows), op_input(self.weight))
+        indices, sqdist = ops.assign(op_input(rows), op_input(self.weight), precision=self.precision)
         codes = F.embedding(indices, self.weight)
         counts = torch.zeros(self.num_codes, device=rows.device).index_add_(
             0, indices, torch.ones_like(indices, dtype=torch.float32))
@@ -78,8 +78,9 @@ class GradientSOMVQ(GradientVQ):
     sg(z), weighted by ``neighbour_weight`` (averaged over the neighbours that exist)."""
 
     def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None = None, neighbour_weight: float = 1.0,
-                 commitment: float = 0.25, channel_dim: int = -1):
-        super().__init__(num_codes, dim, commitment=commitment, channel_dim=channel_dim, grid=grid)
+                 commitment: float = 0.25, channel_dim: int = -1, precision: str = "exact"):
+        super().__init__(num_codes, dim, commitment=commitment, channel_dim=channel_dim, grid=grid,
+                         precision=precision)
         if not (neighbour_weight >= 0 and math.isfinite(neighbour_weight)):
             raise ValueError(f"GradientSOMVQ: neighbour_weight must be finite and >= 0, got {neighbour_weight}")
         self.neighbour_weight = float(neighbour_weight)

@@ -5,7 +5,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .. import ops
 from ..distributed import all_reduce_sum_, broadcast_from_rank0_, is_distributed
@@ -28,8 +27,8 @@ class KohonenVQ(QuantizerBase):
     def __init__(self, num_codes: int, dim: int, grid: Sequence[int] | None = None, neighbourhood: str = "hard",
                  shrink: float = 0.1, sigma: float = 1.0, base: float = 10.0, decay: float = 0.99,
                  eps: float = 1e-5, init_count: float = 1.0, update_empty: bool = True, commitment: float = 0.25,
-                 channel_dim: int = -1, strict: bool = False):
-        super().__init__(num_codes, dim, grid, commitment, channel_dim)
+                 channel_dim: int = -1, strict: bool = False, precision: str = "exact"):
+        super().__init__(num_codes, dim, grid, commitment, channel_dim, precision)
         if neighbourhood not in ops.NEIGHBOURHOODS:
             raise ValueError(f"{type(self).__name__}: neighbourhood must be one of {ops.NEIGHBOURHOODS}, "
                              f"got {neighbourhood!r}")
@@ -100,12 +99,11 @@ class KohonenVQ(QuantizerBase):
             # Before the assignment: every rank must assign its first batch to rank 0's codebook too.
             broadcast_from_rank0_(self.codebook, self.ema_sums, self.ema_counts, self._step)
             self._needs_broadcast = False
-        indices, sqdist = ops.assign(x, self.codebook)
-        # Looked up before this step's update. embedding_bag (one code per bag), not embedding: when z requires
-        # grad, inductor (torch 2.14) inlines an embedding read into its consumers and can run them after
-        # som_update_ has mutated the codebook in place (silently returning the updated codes); embedding_bag
-        # is an extern kernel, so its output is materialised before the update. Same values, bit for bit.
-        codes = F.embedding_bag(indices[:, None], self.codebook, mode="sum")
+        indices, sqdist = ops.assign(x, self.codebook, precision=self.precision)
+        # Looked up before this step's update, by an op: when z requires grad, inductor (torch 2.14) inlines an
+        # embedding read into its consumers and can run them after som_update_ has mutated the codebook in
+        # place (silently returning the updated codes). Indices from assign need no range check.
+        codes = ops.lookup(self.codebook, indices, check_range=False)
         if self.training:
             counts = self._update(x, indices)
         else:
@@ -126,6 +124,7 @@ class EMAVQ(KohonenVQ):
 
     def __init__(self, num_codes: int, dim: int, decay: float = 0.99, eps: float = 1e-5, init_count: float = 1.0,
                  update_empty: bool = True, commitment: float = 0.25, channel_dim: int = -1,
-                 grid: Sequence[int] | None = None, strict: bool = False):
+                 grid: Sequence[int] | None = None, strict: bool = False, precision: str = "exact"):
         super().__init__(num_codes, dim, grid=grid, neighbourhood="none", decay=decay, eps=eps, init_count=init_count,
-                         update_empty=update_empty, commitment=commitment, channel_dim=channel_dim, strict=strict)
+                         update_empty=update_empty, commitment=commitment, channel_dim=channel_dim, strict=strict,
+                         precision=precision)

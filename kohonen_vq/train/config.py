@@ -60,6 +60,8 @@ class TrainConfig:
     update_empty: bool = _opt(True, "decay the EMAs of codes that got no vectors this step (ksom, ema)")
     commitment: float = _opt(0.25, "commitment loss weight beta", metavar="BETA")
     neighbour_weight: float = _opt(1.0, "neighbour term weight (gradient-som)", metavar="W")
+    assign_precision: str = _opt("exact", "arithmetic of the code search: exact fp32, or tf32 tensor cores (CUDA "
+                                 "only; the CPU always searches exactly)", choices=ops.ASSIGN_PRECISIONS)
     # optimisation
     lr: float = _opt(1e-3, "AdamW learning rate (weight decay 0, no schedule)", metavar="LR")
     batch_size: int = _opt(256, "global batch size (split over the ranks of a torchrun job)", metavar="B")
@@ -86,7 +88,7 @@ class TrainConfig:
 
     def quantizer_kwargs(self) -> dict[str, Any]:
         """The settings the chosen quantiser's constructor takes (the others do not apply to it)."""
-        common = dict(grid=self.grid, commitment=self.commitment)
+        common = dict(grid=self.grid, commitment=self.commitment, precision=self.assign_precision)
         ema = dict(decay=self.decay, init_count=self.init_count, update_empty=self.update_empty,
                    strict=self.strict_nan)
         return {"ksom": dict(common, **ema, neighbourhood=self.neighbourhood, shrink=self.shrink, sigma=self.sigma,
@@ -301,7 +303,8 @@ _BY_PRESET = {key for values in PRESETS.values() for key in values}
 _GROUPS = {**dict.fromkeys(("dataset", "data_root", "image_size", "val_limit"), "data"),
            **dict.fromkeys(("arch", "hidden", "res_channels", "num_res_blocks", "embedding_dim"), "model"),
            **dict.fromkeys(("quantizer", "num_codes", "grid", "neighbourhood", "shrink", "sigma", "base", "decay",
-                            "init_count", "update_empty", "commitment", "neighbour_weight"), "quantiser"),
+                            "init_count", "update_empty", "commitment", "neighbour_weight", "assign_precision"),
+                            "quantiser"),
            **dict.fromkeys(("lr", "batch_size", "grad_clip", "max_steps", "eval_every", "val_batch_size", "seed",
                             "strict_nan"), "optimisation"),
            **dict.fromkeys(("out", "device", "workers", "threads", "progress", "figures"), "run")}

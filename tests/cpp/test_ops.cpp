@@ -8,6 +8,7 @@
 #include <torch/version.h>
 
 #include <array>
+#include <cmath>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -197,8 +198,23 @@ void test_assign_nan_row(at::Device dev) {
   EXPECT(std::get<0>(kohonen_vq::assign(x, w))[2].item<int64_t>() == 0);
 }
 
+// precision "tf32": on CUDA the chosen code is within TF32 rounding (2^-9 of the norms) of a nearest one and
+// the distance is the fp32 one to it; on CPU it is the exact search, bit for bit.
+void test_assign_tf32(at::Device dev) {
+  const at::TensorOptions o = at::TensorOptions().device(dev);
+  const at::Tensor x = at::randn({700, 40}, o), w = at::randn({300, 40}, o);
+  const auto [idx, dist] = kohonen_vq::assign(x, w, "tf32");
+  const at::Tensor d = sqdist_matrix(x, w);
+  const at::Tensor chosen = d.gather(1, idx.unsqueeze(1)).squeeze(1);
+  const at::Tensor scale = x.to(at::kDouble).pow(2).sum(1) + w.to(at::kDouble).pow(2).sum(1).max();
+  EXPECT((chosen - std::get<0>(d.min(1)) <= std::pow(2.0, -9) * scale).all().item<bool>());
+  EXPECT(((dist.to(at::kDouble) - chosen).abs() <= 1e-5 * scale + 1e-6).all().item<bool>());
+  if (dev.is_cpu()) EXPECT_EQUAL(idx, std::get<0>(kohonen_vq::assign(x, w)));
+}
+
 void test_assign(at::Device dev) {
   for (at::ScalarType t : {at::kFloat, at::kHalf, at::kBFloat16}) test_assign_random(dev, t);
+  test_assign_tf32(dev);
   test_assign_ties(dev);
   test_assign_nan_row(dev);
 }
@@ -221,6 +237,17 @@ void test_cluster_stats(at::Device dev) {
   const at::Tensor xh = x.to(at::kHalf);
   const auto [Sh, ch] = kohonen_vq::cluster_stats(xh, idx, K);
   EXPECT_CLOSE(Sh, std::get<0>(cluster_stats_reference(xh, idx, K)), 1e-5, 1e-3);
+}
+
+void test_lookup(at::Device dev) {
+  const at::TensorOptions o = at::TensorOptions().dtype(at::kFloat).device(dev);
+  const at::Tensor w = at::randn({50, 24}, o);
+  const at::Tensor idx = at::randint(0, 50, {300}, o.dtype(at::kLong));
+  for (at::ScalarType it : {at::kLong, at::kInt}) {
+    EXPECT_EQUAL(kohonen_vq::lookup(w, idx.to(it)), w.index_select(0, idx));
+  }
+  EXPECT_EQUAL(kohonen_vq::lookup(w, idx, /*check_range=*/false), w.index_select(0, idx));
+  EXPECT_THROWS(kohonen_vq::lookup(w, at::full({2}, 50, o.dtype(at::kLong))), "must lie in [0, 50)");
 }
 
 // Neighbourhood "none" is EMA-VQ: three batches through assign -> cluster_stats -> som_update_.
@@ -299,6 +326,7 @@ void test_errors(at::Device dev) {
 
 void run_device_tests(at::Device dev) {
   test_cluster_stats(dev);
+  test_lookup(dev);
   test_som_update_ema(dev);
   test_som_update_nonfinite(dev);
   test_errors(dev);
@@ -349,10 +377,10 @@ int main() {
   at::manual_seed(0);
   run("build_info", test_build_info);
   run("cpu: assign per instruction set", test_assign_cpu_isas);
-  run("cpu: cluster_stats, som_update_, errors", [] { run_device_tests(at::kCPU); });
+  run("cpu: cluster_stats, lookup, som_update_, errors", [] { run_device_tests(at::kCPU); });
   if (cuda_testable()) {
     run("cuda: assign", [] { test_assign(at::kCUDA); });
-    run("cuda: cluster_stats, som_update_, errors", [] { run_device_tests(at::kCUDA); });
+    run("cuda: cluster_stats, lookup, som_update_, errors", [] { run_device_tests(at::kCUDA); });
   }
   std::cout << g_checks - g_failures << "/" << g_checks << " checks passed" << std::endl;
   return g_failures == 0 ? 0 : 1;

@@ -34,11 +34,16 @@ c10::TypedOperatorHandle<Signature> find_op(const char* name) {
 /// @return `(indices, sqdist)`: int64 (N,) index of the nearest code, ties resolved to the lowest index;
 ///         float32 (N,) squared distance to it. Arithmetic is float32 whatever the input dtype. Extra
 ///         memory is O(N + K): no N x K matrix is formed. Rows containing NaN map to code 0.
-/// @throws c10::Error naming the offending argument on a bad dtype, rank, D mismatch or device mismatch.
-inline std::tuple<at::Tensor, at::Tensor> assign(const at::Tensor& x, const at::Tensor& codebook) {
-  using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&);
+/// @param precision "exact" (fp32 FMAs) or "tf32": on CUDA (compute capability >= 8.0) the search uses
+///         TF32 tensor-core products, so a code within TF32 rounding of the nearest may win a near-tie; the
+///         returned distance is still the fp32 distance to the chosen code. The CPU runs "exact" for both.
+/// @throws c10::Error naming the offending argument on a bad dtype, rank, D mismatch, device mismatch or
+///         precision name.
+inline std::tuple<at::Tensor, at::Tensor> assign(const at::Tensor& x, const at::Tensor& codebook,
+                                                 const std::string& precision = "exact") {
+  using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, c10::string_view);
   static const auto op = detail::find_op<Sig>("kohonen_vq::assign");
-  return op.call(x, codebook);
+  return op.call(x, codebook, precision);
 }
 
 /// Per-code sums and member counts of a batch: `S_k = sum_{i: indices_i = k} x_i`, `c_k = |{i: indices_i = k}|`.
@@ -55,6 +60,19 @@ inline std::tuple<at::Tensor, at::Tensor> cluster_stats(const at::Tensor& x, con
   using Sig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, bool);
   static const auto op = detail::find_op<Sig>("kohonen_vq::cluster_stats");
   return op.call(x, indices, num_codes, check_range);
+}
+
+/// The codes of a batch, `codebook[indices]`, as a new tensor in the codebook's dtype.
+///
+/// @param codebook  (K, D) float32, float16 or bfloat16.
+/// @param indices   (N,) int64 or int32 on the device of `codebook`, values in [0, K).
+/// @param check_range  false skips the range check on CUDA (a device synchronisation; CPU always checks);
+///                     rows whose index lies outside [0, K) are then NaN.
+/// @throws c10::Error naming the offending argument, including for indices out of range.
+inline at::Tensor lookup(const at::Tensor& codebook, const at::Tensor& indices, bool check_range = true) {
+  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, bool);
+  static const auto op = detail::find_op<Sig>("kohonen_vq::lookup");
+  return op.call(codebook, indices, check_range);
 }
 
 /// In-place KSOM / EMA-VQ update of codebook w, EMA sums m and EMA counts N from one batch's statistics.
