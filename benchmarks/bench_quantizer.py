@@ -28,6 +28,8 @@ from kohonen_vq import ops, reference  # noqa: E402
 
 GRID = (32, 16)
 WAYS = ("kohonen_vq", "dense_torch", "vector_quantize_pytorch")
+# On CUDA also KohonenVQ(precision="tf32"), the opt-in tensor-core search; a CPU runs it exactly (not repeated).
+EXTRA_WAYS = {"cpu": (), "cuda": ("kohonen_vq_tf32",)}
 FORWARD_OVER_ASSIGN = {"cuda": 1.3}  # the target; on CPU the ratio is reported without one
 
 
@@ -56,8 +58,9 @@ class DenseKSOM:
 
 
 def make_way(way: str, num_codes: int, dim: int, device: torch.device) -> Callable[[torch.Tensor], Any]:
-    if way == "kohonen_vq":
-        return kvq.KohonenVQ(num_codes, dim, grid=GRID, neighbourhood="hard").to(device).train()
+    if way in ("kohonen_vq", "kohonen_vq_tf32"):
+        precision = "tf32" if way == "kohonen_vq_tf32" else "exact"
+        return kvq.KohonenVQ(num_codes, dim, grid=GRID, neighbourhood="hard", precision=precision).to(device).train()
     if way == "dense_torch":
         return DenseKSOM(num_codes, dim, device)
     from vector_quantize_pytorch import VectorQuantize
@@ -83,21 +86,24 @@ def measure(n: int, num_codes: int, dim: int, device: torch.device, repeats: int
     z = torch.randn(n, dim, device=device)
     out: dict[str, Any] = {"n": n, "num_codes": num_codes, "dim": dim, "grid": GRID, "ways": {}}
     with tm.other_load(out):
-        for way in WAYS:
+        for way in (*WAYS, *EXTRA_WAYS[device.type]):
             try:
                 fn = make_way(way, num_codes, dim, device)
             except ImportError as err:
                 out["ways"][way] = {"skipped": f"not installed: {err}"}
                 continue
             out["ways"][way] = {"time": tm.time_call(lambda: fn(z), device, repeats, max_total_s=max_s)}
-            if way == "kohonen_vq":  # the floor of its forward: the assignment alone, same shape and codebook
-                assign = lambda: ops.assign(z, fn.codebook)  # noqa: E731
-                out["assign_alone"] = {"time": tm.time_call(assign, device, repeats, max_total_s=max_s)}
-    jobs = [(way, n, num_codes, dim, device.type) for way in WAYS if "time" in out["ways"][way]]
+            if isinstance(fn, kvq.KohonenVQ):  # its forward's floor: the assignment alone, same shape and codebook
+                assign = lambda: ops.assign(z, fn.codebook, precision=fn.precision)  # noqa: E731
+                key = "assign_alone" if fn.precision == "exact" else f"assign_alone_{fn.precision}"
+                out[key] = {"time": tm.time_call(assign, device, repeats, max_total_s=max_s)}
+    jobs = [(way, n, num_codes, dim, device.type) for way in out["ways"] if "time" in out["ways"][way]]
     preload = ("torch", "kohonen_vq", "vector_quantize_pytorch")
     for job, mem in zip(jobs, tm.fresh_process_map(memory_case, jobs, parallel=1, preload=preload)):
         out["ways"][job[0]]["memory"] = mem
     out["forward_over_assign"] = median(out["ways"]["kohonen_vq"]) / median(out["assign_alone"])
+    if "time" in out["ways"].get("kohonen_vq_tf32", {}):
+        out["forward_over_assign_tf32"] = median(out["ways"]["kohonen_vq_tf32"]) / median(out["assign_alone_tf32"])
     return out
 
 
@@ -144,10 +150,13 @@ def markdown(doc: dict[str, Any]) -> str:
             continue
         rows = [[way, r.get("skipped") or f"{median(r) * 1e3:.2f}",
                  "—" if _peak(r) is None else f"{_peak(r) / 2**20:.1f}"] for way, r in res["ways"].items()]
-        rows.append(["kohonen_vq.ops.assign alone", f"{median(res['assign_alone']) * 1e3:.2f}", "—"])
+        rows += [[f"kohonen_vq.ops.assign alone{key.removeprefix('assign_alone').replace('_', ', ')}",
+                  f"{median(res[key]) * 1e3:.2f}", "—"] for key in ("assign_alone", "assign_alone_tf32") if key in res]
         lines += rp.table(f"{dev} (other processes kept {res.get('other_load_cores', 0):.2f} cores busy)",
                           ["way", "median ms", "peak extra MiB"], rows)
         lines += ["", f"KohonenVQ forward / assign alone: {res['forward_over_assign']:.2f}"]
+        if "forward_over_assign_tf32" in res:
+            lines += ["", f"With precision='tf32' (reported only): {res['forward_over_assign_tf32']:.2f}"]
     return "\n".join(lines) + "\n"
 
 
