@@ -53,6 +53,13 @@ void check_shape(const at::Tensor& t, c10::IntArrayRef want, const char* op, con
               ", got ", shape_str(t));
 }
 
+// (N,) code indices, int64 or int32 (the dtypes the CPU and CUDA kernels dispatch on).
+void check_index_vector(const at::Tensor& indices, const char* op) {
+  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt, "kohonen_vq.", op,
+              ": argument 'indices' must have dtype int64 or int32, got ", indices.scalar_type());
+  check_rank(indices, 1, "(N,)", op, "indices");
+}
+
 void check_scalar_counter(const at::Tensor& t, const at::Tensor& like, const char* name) {
   check_dtype(t, at::kLong, "som_update_", name);
   TORCH_CHECK(t.numel() == 1, "kohonen_vq.som_update_: argument '", name,
@@ -100,10 +107,7 @@ void check_cluster_stats_args(const at::Tensor& x, const at::Tensor& indices, in
   check_rank(x, 2, "(N, D)", "cluster_stats", "x");
   TORCH_CHECK(x.size(1) > 0, "kohonen_vq.cluster_stats: vector dimension D must be >= 1, got x shape ",
               shape_str(x));
-  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-              "kohonen_vq.cluster_stats: argument 'indices' must have dtype int64 or int32, got ",
-              indices.scalar_type());
-  check_rank(indices, 1, "(N,)", "cluster_stats", "indices");
+  check_index_vector(indices, "cluster_stats");
   TORCH_CHECK(indices.size(0) == x.size(0), "kohonen_vq.cluster_stats: argument 'indices' must have shape (",
               x.size(0), ",) to match x ", shape_str(x), ", got ", shape_str(indices));
   TORCH_CHECK(num_codes > 0, "kohonen_vq.cluster_stats: argument 'num_codes' must be >= 1, got ", num_codes);
@@ -167,9 +171,7 @@ void check_lookup_args(const at::Tensor& codebook, const at::Tensor& indices) {
   check_float_input(codebook, "lookup", "codebook");
   check_defined(indices, "lookup", "indices");
   check_rank(codebook, 2, "(K, D)", "lookup", "codebook");
-  TORCH_CHECK(indices.scalar_type() == at::kLong || indices.scalar_type() == at::kInt,
-              "kohonen_vq.lookup: argument 'indices' must have dtype int64 or int32, got ", indices.scalar_type());
-  check_rank(indices, 1, "(N,)", "lookup", "indices");
+  check_index_vector(indices, "lookup");
   check_same_device(codebook, "codebook", indices, "indices", "lookup");
 }
 

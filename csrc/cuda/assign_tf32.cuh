@@ -91,7 +91,6 @@ __global__ void __launch_bounds__(kThreads, 2)
                   const float* __restrict__ w, const float* __restrict__ norms, int64_t K,
                   int64_t tiles_per_split, unsigned long long* __restrict__ keys) {
   extern __shared__ __align__(16) uint32_t shared[];
-  constexpr bool resident = kResident;
   const int xs_stride = x_stride(D);
   uint32_t* xs = shared;
   uint32_t* ws = shared + kRows * xs_stride;
@@ -102,8 +101,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   int64_t tile = blockIdx.y * tiles_per_split, d0 = 0;
   if (tile >= tile_end) return;
 
-  float x_next[resident ? 1 : kLoads], w_next[kLoads];
-  if constexpr (resident) {  // the whole x tile once, in TF32
+  float x_next[kResident ? 1 : kLoads], w_next[kLoads];
+  if constexpr (kResident) {  // the whole x tile once, in TF32, staged through w_next (not yet in use)
     for (int64_t c = 0; c < D; c += kDims) {
       read_stage(w_next, x, row0, N, sx0, sx1, c, D);
       store_stage(w_next, xs, xs_stride, static_cast<int>(c));
@@ -125,16 +124,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Flat loop over (code tile, stage), the next stage read ahead in registers across tile boundaries.
   float acc[kMTiles][kNTiles][4] = {};
   while (tile < tile_end) {
-    if constexpr (!resident) store_stage(x_next, xs, xs_stride, 0);
+    if constexpr (!kResident) store_stage(x_next, xs, xs_stride, 0);
     store_stage(w_next, ws, kStride, 0);
     __syncthreads();
     const bool last_stage = d0 + kDims >= D;
     const int64_t next_tile = last_stage ? tile + 1 : tile, next_d0 = last_stage ? 0 : d0 + kDims;
     if (next_tile < tile_end) {
-      if constexpr (!resident) read_stage(x_next, x, row0, N, sx0, sx1, next_d0, D);
+      if constexpr (!kResident) read_stage(x_next, x, row0, N, sx0, sx1, next_d0, D);
       read_stage(w_next, w, next_tile * kCodes, K, D, int64_t{1}, next_d0, D);
     }
-    const uint32_t* xa = xs + (resident ? d0 : 0);
+    const uint32_t* xa = xs + (kResident ? d0 : 0);
 #pragma unroll
     for (int k8 = 0; k8 < kDims; k8 += 8) {
       uint32_t a[kMTiles][4], b[kNTiles][2];

@@ -53,22 +53,23 @@ __global__ void __launch_bounds__(kPrivateThreads)
   const int64_t first = (int64_t{blockIdx.x} * warps + threadIdx.x / kWarp) * kPrivateRows;
   const int64_t step = int64_t{gridDim.x} * warps * kPrivateRows;
   for (int64_t row0 = first; row0 < N; row0 += step) {
-    int64_t k[kPrivateRows];
+    int64_t k[kPrivateRows];  // -1 for rows past N and for out-of-range indices: those rows are left out
 #pragma unroll
-    for (int r = 0; r < kPrivateRows; ++r) k[r] = row0 + r < N ? static_cast<int64_t>(indices[(row0 + r) * si]) : -1;
+    for (int r = 0; r < kPrivateRows; ++r) {
+      k[r] = row0 + r < N ? static_cast<int64_t>(indices[(row0 + r) * si]) : -1;
+      if (k[r] >= K) k[r] = -1;
+    }
     for (int64_t d = lane; d < D; d += kWarp) {
       float v[kPrivateRows];
 #pragma unroll
-      for (int r = 0; r < kPrivateRows; ++r) {
-        v[r] = (k[r] >= 0 && k[r] < K) ? static_cast<float>(x[(row0 + r) * sx0 + d * sx1]) : 0.f;
-      }
+      for (int r = 0; r < kPrivateRows; ++r) v[r] = k[r] >= 0 ? static_cast<float>(x[(row0 + r) * sx0 + d * sx1]) : 0.f;
 #pragma unroll
       for (int r = 0; r < kPrivateRows; ++r)
-        if (k[r] >= 0 && k[r] < K) atomicAdd(part + k[r] * D + d, v[r]);
+        if (k[r] >= 0) atomicAdd(part + k[r] * D + d, v[r]);
     }
 #pragma unroll
     for (int r = 0; r < kPrivateRows; ++r)
-      if (lane == r && k[r] >= 0 && k[r] < K) atomicAdd(part_counts + k[r], 1u);
+      if (lane == r && k[r] >= 0) atomicAdd(part_counts + k[r], 1u);
   }
   __syncthreads();
   for (int64_t e = threadIdx.x; e < K * D; e += blockDim.x)
