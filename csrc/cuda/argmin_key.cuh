@@ -1,7 +1,7 @@
 // The 64-bit merge key of the CUDA assign kernels: blocks (and warps) that share rows combine their
 // running minima with one atomicMin on it.
 #pragma once
-#include <cuda_runtime.h>
+#include "cuda/device_runtime.cuh"
 
 namespace kvq::cuda {
 

@@ -8,8 +8,6 @@
 // accumulator passes through shared memory. Results merge through the same 64-bit atomicMin keys as the
 // exact kernel; finish_kernel then recomputes the winner's distance in fp32.
 #pragma once
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
 
@@ -32,9 +30,13 @@ constexpr int kLoads = kRows / kRowsPerPass;    // values of each tile a thread 
 static_assert(kRows == 4 * kWarpRows && kCodes == 2 * kWarpCodes, "8 warps cover the 128 x 128 tile");
 
 __device__ __forceinline__ uint32_t to_tf32(float v) {
+#ifdef KVQ_CUDA_SIM
+  return ::kvq_sim::to_tf32(v);
+#else
   uint32_t out;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(out) : "f"(v));
   return out;
+#endif
 }
 
 // c += a (16 x 8, row-major fragment) * b (8 x 8, column fragment), TF32 in, fp32 out.
@@ -45,6 +47,8 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(KVQ_CUDA_SIM)
+  ::kvq_sim::mma_m16n8k8_tf32(c, a, b);
 #else
   __trap();  // the host refuses precision "tf32" below compute capability 8.0
 #endif
@@ -90,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     argmin_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
                   const float* __restrict__ w, const float* __restrict__ norms, int64_t K,
                   int64_t tiles_per_split, unsigned long long* __restrict__ keys) {
-  extern __shared__ __align__(16) uint32_t shared[];
+  KVQ_DYNAMIC_SHARED(uint32_t, shared);
   const int xs_stride = x_stride(D);
   uint32_t* xs = shared;
   uint32_t* ws = shared + kRows * xs_stride;

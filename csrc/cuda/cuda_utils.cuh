@@ -1,4 +1,4 @@
-// Helpers shared by the CUDA kernels: launch sizes for grid-stride loops and the input dtype dispatch.
+// Host helpers of the CUDA launchers: launch sizes for grid-stride loops and the input dtype dispatch.
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h also needs the cuBLAS/cuSPARSE headers, which a bare
 // CUDA toolkit next to a pip-installed torch may lack. (at::cuda::getCurrentCUDAStream is the c10 one.)
 #pragma once
@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace kvq::cuda {
+#include "cuda/device_runtime.cuh"
 
-constexpr int kBlock = 256;  // threads per block of the element-wise kernels
+namespace kvq::cuda {
 
 // Streaming multiprocessors of the current device.
 inline int sm_count() {
@@ -26,9 +26,6 @@ inline int grid_stride_blocks(int64_t n) {
   const int64_t fill = int64_t{8} * sm_count();
   return static_cast<int>(std::clamp<int64_t>((n + kBlock - 1) / kBlock, 1, fill));
 }
-
-__device__ __forceinline__ int64_t thread_index() { return blockIdx.x * int64_t{blockDim.x} + threadIdx.x; }
-__device__ __forceinline__ int64_t thread_count() { return int64_t{gridDim.x} * blockDim.x; }
 
 }  // namespace kvq::cuda
 

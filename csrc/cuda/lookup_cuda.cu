@@ -5,25 +5,12 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <limits>
-
 #include "checks.h"
 #include "cuda/cuda_utils.cuh"
+#include "cuda/lookup_kernel.cuh"
 
 namespace kvq::cuda {
 namespace {
-
-template <typename scalar_t, typename index_t>
-__global__ void lookup_kernel(const scalar_t* __restrict__ codebook, int64_t K, int64_t D, int64_t s0, int64_t s1,
-                              const index_t* __restrict__ indices, int64_t si, int64_t N,
-                              scalar_t* __restrict__ out) {
-  for (int64_t e = thread_index(); e < N * D; e += thread_count()) {
-    const int64_t row = e / D, d = e - row * D;
-    const int64_t k = static_cast<int64_t>(indices[row * si]);
-    out[e] = (k >= 0 && k < K) ? codebook[k * s0 + d * s1]
-                               : static_cast<scalar_t>(std::numeric_limits<float>::quiet_NaN());
-  }
-}
 
 at::Tensor lookup_cuda(const at::Tensor& codebook, const at::Tensor& indices, bool check_range) {
   check_lookup_args(codebook, indices);
