@@ -124,11 +124,12 @@ def _train(cfg: TrainConfig, checkpoint: dict[str, Any] | None, runtime: Runtime
         state = LoopState(**checkpoint["loop"])
         set_rng_state(checkpoint["rng"])
     ddp = wrap_ddp(model, device) if runtime.distributed else model
-    folder = RunFolder(cfg.run_dir, main, resume_step=state.step if checkpoint is not None else None)
-    folder.write_json("config.json", cfg.to_dict())
     pin = device.type == "cuda"
+    # The loaders check the batch size against the data: before the run folder, so a refused run leaves none.
     batches = train_loader(train_set, cfg, state.step, runtime.rank, runtime.world_size, pin)
     val = {name: val_loader(ds, cfg, runtime.rank, runtime.world_size, pin) for name, ds in val_sets.items()}
+    folder = RunFolder(cfg.run_dir, main, resume_step=state.step if checkpoint is not None else None)
+    folder.write_json("config.json", cfg.to_dict())
 
     def save_last() -> None:
         if main:
