@@ -88,9 +88,11 @@ __host__ __device__ inline int x_stride(int64_t D) {
 inline size_t shared_bytes(int64_t D) { return sizeof(uint32_t) * (size_t{kRows} * x_stride(D) + kCodes * kStride); }
 
 // kResident (D <= kMaxResidentDims) is a template parameter so that the streaming x stage takes no
-// registers in the resident kernel.
+// registers in the resident kernel. The streaming kernel (D > 128, rare) reads both tiles ahead: within the
+// 128 registers of 2 blocks per SM it spilled 144-208 bytes a thread, so it runs 1 block per SM instead
+// (196-200 registers, no spill, per ptxas for sm_80 and sm_90; not yet timed).
 template <typename scalar_t, bool kResident>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kResident ? 2 : 1)
     argmin_kernel(const scalar_t* __restrict__ x, int64_t N, int64_t D, int64_t sx0, int64_t sx1,
                   const float* __restrict__ w, const float* __restrict__ norms, int64_t K,
                   int64_t tiles_per_split, unsigned long long* __restrict__ keys) {
