@@ -238,3 +238,7 @@ def test_cli_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["table9"])
     assert "invalid choice: 'table9'" in capsys.readouterr().err
+    # A file-system error (any OSError) is one line too, as in the train CLI.
+    too_long = tmp_path / ("x" * 300)
+    assert main(["smoke", "--quick", "--seeds", "1", "--out", str(too_long)]) == 1
+    assert "File name too long" in capsys.readouterr().err

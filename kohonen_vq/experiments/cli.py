@@ -3,6 +3,7 @@ study's configurations x seeds, then writes RESULTS.md, the tables and the figur
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -10,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli import USER_ERRORS
 from ..train import config
 from .aggregate import load_record
 from .report import write_report
@@ -24,7 +26,6 @@ QUICK = dict(hidden=16, res_channels=8, num_res_blocks=1, embedding_dim=8, batch
 OWN_FLAGS = {"preset": "--preset", "data_root": "--data-root", "max_steps": "--steps", "eval_every": "--eval-every",
              "batch_size": "--batch-size", "threads": "--threads", "seed": "--seeds", "out": "--out",
              "progress": None}
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, ImportError)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -109,6 +110,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         path = write_report(studies, runs, records, Path(args.out), Path(args.report or args.out), args.seeds,
                             args.jobs, command)
     except USER_ERRORS as e:
+        if os.environ.get("KOHONEN_VQ_DEBUG") == "1":
+            raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
