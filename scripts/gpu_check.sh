@@ -4,11 +4,12 @@
 # results in OUT_DIR.
 # Usage: bash scripts/gpu_check.sh OUT_DIR      (PYTHON=python3.12 to pick the interpreter)
 #   KVQ_GPU_STEPS="build test ctest bench" (the default; "profile" adds the per-kernel time of one
-#   KohonenVQ forward, benchmarks/profile_forward.py) picks steps, so one device call can stay within its
+#   KohonenVQ forward, benchmarks/profile_forward.py; "sanitize", after ctest, runs compute-sanitizer's
+#   memcheck, racecheck and synccheck on the C++ tests) picks steps, so one device call can stay within its
 #   10 minutes: a later call on the still-warm machine reuses the build. KVQ_PYTEST_ARGS (default "tests")
 #   narrows the test run, e.g. "-m cuda tests". On an H100 (16 cores) the build takes ~100 s, the whole test suite
 #   ~340 s, ctest ~30 s and the benchmarks ~90 s: within one 10-minute device call, run "build test" in one call
-#   and "build ctest bench" in the next (the build is incremental while the machine is still warm). Quicker first
+#   and "build ctest sanitize bench" in the next (the build is incremental while the machine is still warm). Quicker first
 #   call (session 3: 185 s in all): KVQ_GPU_STEPS="build test profile" KVQ_PYTEST_ARGS="-m cuda -q tests".
 # Packages missing on the machine can travel as wheels in .whl/ (see the device notes in the README).
 # Output stays within 8 files (the device tool returns at most 8): the log, build_info.json and the benchmark
@@ -57,6 +58,15 @@ fi
 if want ctest; then
 step "ctest (with CUDA)"
 run env KVQ_CUDA=ON PYTHON="$py" bash scripts/run_ctest.sh build/ctest-cuda
+fi
+
+if want sanitize; then
+step "compute-sanitizer: memcheck, racecheck, synccheck on the C++ tests (built by the ctest step)"
+# What tests/cpp/cuda_sim cannot see on the CPU: shared-memory races and the device's own memory checks.
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for tool in memcheck racecheck synccheck; do
+  run "$sanitizer" --tool "$tool" --error-exitcode 1 build/ctest-cuda/tests/cpp/kvq_test_ops
+done
 fi
 
 if want profile; then
