@@ -9,8 +9,8 @@
 #   10 minutes: a later call on the still-warm machine reuses the build. KVQ_PYTEST_ARGS (default "tests")
 #   narrows the test run, e.g. "-m cuda tests". On an H100 (16 cores) the build takes ~100 s, the whole test suite
 #   ~340 s, ctest ~30 s and the benchmarks ~90 s: within one 10-minute device call, run "build test" in one call
-#   and "build ctest sanitize bench" in the next (the build is incremental while the machine is still warm). Quicker first
-#   call (session 3: 185 s in all): KVQ_GPU_STEPS="build test profile" KVQ_PYTEST_ARGS="-m cuda -q tests".
+#   and "build ctest sanitize bench" in the next (the build is incremental while the machine is still warm).
+#   Quicker first call (session 3: 185 s in all): KVQ_GPU_STEPS="build test profile" KVQ_PYTEST_ARGS="-m cuda -q tests".
 # Packages missing on the machine can travel as wheels in .whl/ (see the device notes in the README).
 # Output stays within 8 files (the device tool returns at most 8): the log, build_info.json and the benchmark
 # JSON/Markdown files.

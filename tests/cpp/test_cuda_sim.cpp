@@ -33,7 +33,9 @@ namespace kc = kvq::cuda;
 
 #define KVQ_SIM_DISPATCH(TYPE, ...) AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, "sim", __VA_ARGS__)
 
-unsigned blocks_of(int64_t items, int64_t per_block) { return static_cast<unsigned>((items + per_block - 1) / per_block); }
+unsigned blocks_of(int64_t items, int64_t per_block) {
+  return static_cast<unsigned>((items + per_block - 1) / per_block);
+}
 
 // ---- the simulator on its own ----
 
@@ -76,16 +78,17 @@ void test_simulator() {
   EXPECT_EQUAL(sums, per_warp);
 
   at::Tensor flags = at::zeros({64}, at::kInt);
-  const auto refused = [&](dim3 block, const std::string& needle) {
+  const auto refused = [&](dim3 block, size_t shared, const std::string& needle) {
     try {
-      launch(dim3(1), block, 0, divergent_barrier_kernel, flags.data_ptr<int>());
+      launch(dim3(1), block, shared, divergent_barrier_kernel, flags.data_ptr<int>());
     } catch (const std::exception& e) {
       return std::string(e.what()).find(needle) != std::string::npos;
     }
     return false;
   };
-  EXPECT(refused(dim3(64), "warp 1 deadlocks"));
-  EXPECT(refused(dim3(2048), "block of 2048 threads"));
+  EXPECT(refused(dim3(64), 0, "warp 1 deadlocks"));
+  EXPECT(refused(dim3(2048), 0, "block of 2048 threads"));
+  EXPECT(refused(dim3(64), 300000, "300000 bytes of dynamic shared memory"));
 }
 
 // ---- assign ----

@@ -100,19 +100,14 @@ struct Fiber {
 class Launch {
  public:
   Launch(dim3 grid, dim3 block, size_t shared_bytes, std::function<void()> body)
-      : grid_(grid), block_(block), threads_(static_cast<int>(block.x * block.y * block.z)),
-        body_(std::move(body)), fibers_(threads_), stacks_(new unsigned char[static_cast<size_t>(threads_) * kFiberStack]),
-        shared_(shared_bytes + 16), slots_(static_cast<size_t>(threads_) * 2 * kSlotWords) {
-    if (threads_ < 1 || threads_ > kMaxThreads) {
-      throw std::invalid_argument("cuda_sim: block of " + std::to_string(threads_) + " threads, expected 1 to " +
-                                  std::to_string(kMaxThreads));
-    }
-    if (shared_bytes > kMaxDynamicShared) {
-      throw std::invalid_argument("cuda_sim: " + std::to_string(shared_bytes) +
-                                  " bytes of dynamic shared memory, more than the " +
-                                  std::to_string(kMaxDynamicShared) + " a block may have");
-    }
-  }
+      : grid_(grid),
+        block_(block),
+        threads_(checked_threads(block, shared_bytes)),
+        body_(std::move(body)),
+        fibers_(threads_),
+        stacks_(new unsigned char[static_cast<size_t>(threads_) * kFiberStack]),
+        shared_(shared_bytes + 16),
+        slots_(static_cast<size_t>(threads_) * 2 * kSlotWords) {}
 
   void run();
 
@@ -130,6 +125,20 @@ class Launch {
   void wait(State why);  // from a fiber: blocks until the scheduler releases it
 
  private:
+  // The block's thread count, after the checks a CUDA launch makes (before anything is allocated).
+  static int checked_threads(dim3 block, size_t shared_bytes) {
+    const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+    if (threads < 1 || threads > kMaxThreads) {
+      throw std::invalid_argument("cuda_sim: block of " + std::to_string(threads) + " threads, expected 1 to " +
+                                  std::to_string(kMaxThreads));
+    }
+    if (shared_bytes > kMaxDynamicShared) {
+      throw std::invalid_argument("cuda_sim: " + std::to_string(shared_bytes) +
+                                  " bytes of dynamic shared memory, more than the " +
+                                  std::to_string(kMaxDynamicShared) + " a block may have");
+    }
+    return static_cast<int>(threads);
+  }
   static void fiber_main();
   void run_block();
   bool release_warps();
