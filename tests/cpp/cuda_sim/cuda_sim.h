@@ -13,6 +13,8 @@
 // layout (as PTX documents it) and the kernels' arithmetic, on inputs small enough for the CPU. What it
 // cannot check: timing, the memory model and data races between threads, and anything the hardware does
 // that PTX does not specify. The real GPU tests (pytest -m cuda, ctest on a GPU) stay the authority.
+// A kernel that uses a CUDA built-in this file lacks does not compile in the C++ tests: add it here, as the
+// CUDA or PTX documentation specifies it.
 #pragma once
 #include <ucontext.h>
 
