@@ -6,7 +6,6 @@
 // which yields the smallest distance and, on ties, the lowest index. A last kernel decodes the key and
 // recomputes the winner's distance exactly as sum((x - w)^2). Extra memory: fp32 codebook copy, norms, keys.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -56,12 +55,13 @@ std::tuple<at::Tensor, at::Tensor> assign_cuda(const at::Tensor& x, const at::Te
 
   const at::Tensor w = codebook.to(at::kFloat).contiguous();
   const at::Tensor norms = at::empty({K}, w.options());
-  // All ones = larger than any real key, so the first atomicMin always lands.
-  const at::Tensor keys = at::full({N}, -1, x.options().dtype(at::kLong));
+  const at::Tensor keys = at::empty({N}, x.options().dtype(at::kLong));  // set by norms_kernel
   auto* pkeys = reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
-  norms_kernel<<<chain_blocks(K), kBlock, 0, stream>>>(w.const_data_ptr<float>(), K, D, norms.data_ptr<float>());
+  const unsigned norms_blocks = std::max<unsigned>(chain_blocks(K), grid_stride_blocks(N));
+  norms_kernel<<<norms_blocks, kBlock, 0, stream>>>(w.const_data_ptr<float>(), K, D, norms.data_ptr<float>(), pkeys,
+                                                    N);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Both searches use 128-row x 128-code block tiles.

@@ -47,10 +47,15 @@ __device__ __forceinline__ void stage_rows(float (*xs)[kChainDims + 1], const T*
   }
 }
 
-// ||w_k||^2 with the same FMA chain as the CPU packing.
-__global__ void norms_kernel(const float* __restrict__ w, int64_t K, int64_t D, float* __restrict__ norms) {
+// ||w_k||^2 with the same FMA chain as the CPU packing. The launch also sets the N merge keys to all ones,
+// larger than any real key, so that the first atomicMin on each lands: one kernel less than a separate fill.
+// The grid covers max(K, some of N) threads; blocks past the codes only fill keys.
+__global__ void norms_kernel(const float* __restrict__ w, int64_t K, int64_t D, float* __restrict__ norms,
+                             unsigned long long* __restrict__ keys, int64_t N) {
   __shared__ float ws[kBlock][kChainDims + 1];
+  for (int64_t i = thread_index(); i < N; i += thread_count()) keys[i] = ~0ull;
   const int64_t k0 = int64_t{blockIdx.x} * kBlock;
+  if (k0 >= K) return;  // the whole block: the barriers below see all of a block's threads or none
   float s = 0.f;
   for (int64_t d0 = 0; d0 < D; d0 += kChainDims) {
     stage_rows(ws, w, k0, K, D, int64_t{1}, d0, D);

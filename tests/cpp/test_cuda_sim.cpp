@@ -108,10 +108,11 @@ std::tuple<at::Tensor, at::Tensor> sim_assign(const at::Tensor& x, const at::Ten
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
   const at::Tensor w = codebook.to(at::kFloat).contiguous();
   at::Tensor norms = at::empty({K}), sqdist = at::empty({N});
-  at::Tensor indices = at::empty({N}, at::kLong), keys = at::full({N}, -1, at::kLong);
+  // Zero keys would beat every real one: the norms launch must set them. Its grid has a block past the codes.
+  at::Tensor indices = at::empty({N}, at::kLong), keys = at::zeros({N}, at::kLong);
   auto* pkeys = reinterpret_cast<unsigned long long*>(keys.data_ptr<int64_t>());
-  launch(dim3(blocks_of(K, kc::kBlock)), dim3(kc::kBlock), 0, kc::norms_kernel, w.const_data_ptr<float>(), K, D,
-         norms.data_ptr<float>());
+  launch(dim3(blocks_of(K, kc::kBlock) + 1), dim3(kc::kBlock), 0, kc::norms_kernel, w.const_data_ptr<float>(), K, D,
+         norms.data_ptr<float>(), pkeys, N);
   const int64_t code_tiles = (K + kc::kTileCodes - 1) / kc::kTileCodes;
   const dim3 grid(blocks_of(N, kc::kTileRows), blocks_of(code_tiles, per_split));
   KVQ_SIM_DISPATCH(x.scalar_type(), [&] {
