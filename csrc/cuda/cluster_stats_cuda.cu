@@ -40,9 +40,11 @@ std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const
   // Reads min and max back: a device synchronisation.
   if (check_range) check_indices_in_range(indices, K, "cluster_stats");
 
-  const at::Tensor sums64 = at::zeros({K, D}, x.options().dtype(at::kDouble));
-  const at::Tensor counts64 = at::zeros({K}, x.options().dtype(at::kLong));
-  auto* pcounts64 = reinterpret_cast<unsigned long long*>(counts64.data_ptr<int64_t>());
+  // The float64 sums (K x D) and the 64-bit counts (K) in one buffer, zeroed by one kernel (0.0 and 0 share
+  // their bits).
+  const at::Tensor totals64 = at::zeros({K * D + K}, x.options().dtype(at::kDouble));
+  double* psums64 = totals64.data_ptr<double>();
+  auto* pcounts64 = reinterpret_cast<unsigned long long*>(psums64 + K * D);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int private_blocks = sm_count();
   const size_t shared_bytes = private_shared_bytes(N, K, D, private_blocks);
@@ -54,20 +56,20 @@ std::tuple<at::Tensor, at::Tensor> cluster_stats_cuda(const at::Tensor& x, const
         C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(shared_bytes)));
         kernel<<<private_blocks, kPrivateThreads, shared_bytes, stream>>>(
-            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
-            sums64.data_ptr<double>(), pcounts64);
+            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K, psums64,
+            pcounts64);
       } else {
         accumulate_kernel<scalar_t, index_t><<<grid_stride_blocks(N * kWarp), kBlock, 0, stream>>>(
-            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K,
-            sums64.data_ptr<double>(), pcounts64);
+            px, N, D, x.stride(0), x.stride(1), indices.const_data_ptr<index_t>(), indices.stride(0), K, psums64,
+            pcounts64);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
   at::Tensor sums = at::empty({K, D}, x.options().dtype(at::kFloat));
   at::Tensor counts = at::empty({K}, x.options().dtype(at::kFloat));
-  round_kernel<<<grid_stride_blocks(K * D), kBlock, 0, stream>>>(sums64.const_data_ptr<double>(), pcounts64, K, D,
-                                                                 sums.data_ptr<float>(), counts.data_ptr<float>());
+  round_kernel<<<grid_stride_blocks(K * D), kBlock, 0, stream>>>(psums64, pcounts64, K, D, sums.data_ptr<float>(),
+                                                                 counts.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {sums, counts};
 }

@@ -226,13 +226,14 @@ at::Tensor indices_with_strays(int64_t n, int64_t k, at::ScalarType dtype) {
 std::tuple<at::Tensor, at::Tensor> sim_cluster_stats(const at::Tensor& x, const at::Tensor& indices, int64_t K,
                                                      bool private_sums) {
   const int64_t N = x.size(0), D = x.size(1);
-  at::Tensor sums64 = at::zeros({K, D}, at::kDouble), counts64 = at::zeros({K}, at::kLong);
-  auto* pcounts = reinterpret_cast<unsigned long long*>(counts64.data_ptr<int64_t>());
+  // One zeroed buffer, the sums then the counts, as cluster_stats_cuda lays it out.
+  at::Tensor totals64 = at::zeros({K * D + K}, at::kDouble);
+  double* psums = totals64.data_ptr<double>();
+  auto* pcounts = reinterpret_cast<unsigned long long*>(psums + K * D);
   KVQ_SIM_DISPATCH(x.scalar_type(), [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "sim_index", [&] {
       const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), N, D, x.stride(0), x.stride(1),
-                                        indices.const_data_ptr<index_t>(), indices.stride(0), K,
-                                        sums64.data_ptr<double>(), pcounts);
+                                        indices.const_data_ptr<index_t>(), indices.stride(0), K, psums, pcounts);
       if (private_sums) {  // 2 blocks, so both the block partials and their merge are exercised
         const size_t shared = static_cast<size_t>(K * D + K) * sizeof(float);
         std::apply([&](auto... a) {
@@ -246,8 +247,8 @@ std::tuple<at::Tensor, at::Tensor> sim_cluster_stats(const at::Tensor& x, const 
     });
   });
   at::Tensor sums = at::empty({K, D}), counts = at::empty({K});
-  launch(dim3(2), dim3(kc::kBlock), 0, kc::round_kernel, sums64.const_data_ptr<double>(), pcounts, K, D,
-         sums.data_ptr<float>(), counts.data_ptr<float>());
+  launch(dim3(2), dim3(kc::kBlock), 0, kc::round_kernel, static_cast<const double*>(psums),
+         static_cast<const unsigned long long*>(pcounts), K, D, sums.data_ptr<float>(), counts.data_ptr<float>());
   return {sums, counts};
 }
 
