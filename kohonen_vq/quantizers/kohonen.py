@@ -107,7 +107,8 @@ class KohonenVQ(QuantizerBase):
         if self.training:
             counts = self._update(x, indices)
         else:
-            counts = torch.zeros(self.num_codes, device=x.device).index_add_(0, indices, torch.ones_like(indices, dtype=torch.float32))
+            ones = torch.ones_like(indices, dtype=torch.float32)
+            counts = torch.zeros(self.num_codes, device=x.device).index_add_(0, indices, ones)
         # Straight-through estimator whose value is exactly w (in z's dtype), and the commitment loss.
         quantized, loss = straight_through(rows, codes, sqdist, self.commitment)
         return VQOutput(restore(quantized), indices.view(index_shape), loss, perplexity_from_counts(counts))
