@@ -1,8 +1,7 @@
-// Host helpers of the CUDA launchers: launch sizes for grid-stride loops and the input dtype dispatch.
+// Host helpers of the CUDA launchers: launch sizes for grid-stride loops, and the input dtype dispatch.
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h also needs the cuBLAS/cuSPARSE headers, which a bare
 // CUDA toolkit next to a pip-installed torch may lack. (at::cuda::getCurrentCUDAStream is the c10 one.)
 #pragma once
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -11,6 +10,7 @@
 #include <cstdint>
 
 #include "cuda/device_runtime.cuh"
+#include "cuda/float_dispatch.h"
 
 namespace kvq::cuda {
 
@@ -28,10 +28,3 @@ inline int grid_stride_blocks(int64_t n) {
 }
 
 }  // namespace kvq::cuda
-
-// The input dtypes checks.cpp accepts (float32, float16, bfloat16); arithmetic is fp32 for all of them.
-#define KVQ_DISPATCH_FLOAT_INPUTS(TYPE, NAME, ...)             \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                               \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))

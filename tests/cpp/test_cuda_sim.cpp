@@ -5,7 +5,6 @@
 #include <kohonen_vq/ops.h>
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 
 #include "checks.h"
 
@@ -21,6 +20,7 @@
 #include "cuda/assign_exact.cuh"
 #include "cuda/assign_tf32.cuh"
 #include "cuda/cluster_stats_kernels.cuh"
+#include "cuda/float_dispatch.h"
 #include "cuda/lookup_kernel.cuh"
 #include "cuda/som_update_kernels.cuh"
 #include "harness.h"
@@ -30,8 +30,6 @@ namespace {
 using namespace kvq_test;
 using kvq_sim::launch;
 namespace kc = kvq::cuda;
-
-#define KVQ_SIM_DISPATCH(TYPE, ...) AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, "sim", __VA_ARGS__)
 
 unsigned blocks_of(int64_t items, int64_t per_block) {
   return static_cast<unsigned>((items + per_block - 1) / per_block);
@@ -115,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor> sim_assign(const at::Tensor& x, const at::Ten
          norms.data_ptr<float>(), pkeys, N);
   const int64_t code_tiles = (K + kc::kTileCodes - 1) / kc::kTileCodes;
   const dim3 grid(blocks_of(N, kc::kTileRows), blocks_of(code_tiles, per_split));
-  KVQ_SIM_DISPATCH(x.scalar_type(), [&] {
+  KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "sim", [&] {
     const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), N, D, x.stride(0), x.stride(1),
                                       w.const_data_ptr<float>(), norms.const_data_ptr<float>(), K, per_split, pkeys);
     const auto search = [&](auto kernel, size_t shared) {
@@ -135,8 +133,9 @@ std::tuple<at::Tensor, at::Tensor> sim_assign(const at::Tensor& x, const at::Ten
   return {indices, sqdist};
 }
 
-// A CPU kernel whose search sums in the CUDA kernels' order (FMA chains in ascending d), or "" without one.
-std::string fma_cpu_isa() {
+// Selects a CPU kernel whose search sums in the CUDA kernels' order (FMA chains in ascending d); returns its
+// name, or "" when there is none.
+std::string select_fma_cpu_isa() {
   for (const std::string isa : {"avx2", "avx512"}) {
     try {
       kohonen_vq::set_cpu_isa(isa);
@@ -179,7 +178,7 @@ void check_tf32(const at::Tensor& x, const at::Tensor& w, int64_t per_split) {
 }
 
 void test_assign_searches() {
-  const std::string isa = fma_cpu_isa();
+  const std::string isa = select_fma_cpu_isa();
   std::cout << "  exact search's codes compared with CPU kernel: " << (isa.empty() ? "none (no FMA ISA)" : isa)
             << std::endl;
   for (const AssignCase& c : kAssignCases) {
@@ -230,7 +229,7 @@ std::tuple<at::Tensor, at::Tensor> sim_cluster_stats(const at::Tensor& x, const 
   at::Tensor totals64 = at::zeros({K * D + K}, at::kDouble);
   double* psums = totals64.data_ptr<double>();
   auto* pcounts = reinterpret_cast<unsigned long long*>(psums + K * D);
-  KVQ_SIM_DISPATCH(x.scalar_type(), [&] {
+  KVQ_DISPATCH_FLOAT_INPUTS(x.scalar_type(), "sim", [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "sim_index", [&] {
       const auto args = std::make_tuple(x.const_data_ptr<scalar_t>(), N, D, x.stride(0), x.stride(1),
                                         indices.const_data_ptr<index_t>(), indices.stride(0), K, psums, pcounts);
@@ -281,7 +280,7 @@ void test_lookup() {
     const at::Tensor codebook = at::randn({30, 7}).to(dtype).t().contiguous().t();  // column-major
     const at::Tensor idx = indices_with_strays(301, 30, at::kLong);
     at::Tensor out = at::empty({301, 7}, codebook.options());
-    KVQ_SIM_DISPATCH(dtype, [&] {
+    KVQ_DISPATCH_FLOAT_INPUTS(dtype, "sim", [&] {
       launch(dim3(3), dim3(kc::kBlock), 0, kc::lookup_kernel<scalar_t, int64_t>, codebook.const_data_ptr<scalar_t>(),
              int64_t{30}, int64_t{7}, codebook.stride(0), codebook.stride(1), idx.const_data_ptr<int64_t>(),
              idx.stride(0), int64_t{301}, out.data_ptr<scalar_t>());
